@@ -1,0 +1,52 @@
+"""The ``pipeline`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that owns it and exposes ``main(argv) -> int``; modules are
+imported only when their command runs, so ``pipeline --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from pipeline.errors import PipelineError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("pipeline.training.cli", "train or fine-tune a scaled model (LightningCLI; --help for all keys)"),
+    "validate": ("pipeline.training.cli", "evaluate a checkpoint on the validation split"),
+    "test": ("pipeline.training.cli", "evaluate a checkpoint on the test split"),
+    "complexity": ("pipeline.models.complexity_cli", "flops / params / activations table for variants, φ or strategies"),
+    "shards": ("pipeline.data.shards_cli", "write webdataset shards from a dataset's on-disk format"),
+    "demo": ("pipeline.experiments.demo", "the embedded demo: digits shards, φ = 0,1,2 with 2-process DDP"),
+    "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
+}
+
+
+def usage() -> str:
+    """The top-level help text."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: pipeline <command> [options]   (pipeline <command> --help for details)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; a PipelineError becomes one line on stderr and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"pipeline: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main([name, *rest]) or 0)
+    except PipelineError as err:
+        print(f"pipeline {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""The one exception type for mistakes a user can fix (bad config, bad data, bad request)."""
+
+
+class PipelineError(ValueError):
+    """A user-facing error: the CLI prints its message on one line and exits with status 2.
+
+    Messages say what was wrong and what to do about it.
+    """

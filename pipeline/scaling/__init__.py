@@ -1,0 +1,17 @@
+"""Pure scaling math (no torch): the ScaleSpec, compound scaling, Dollár's fast scaling, rounding."""
+
+from pipeline.scaling.compound import compound_multipliers, grid_candidates
+from pipeline.scaling.fast import STRATEGIES, strategy_exponents, strategy_multipliers
+from pipeline.scaling.spec import BASES, VARIANTS, ScaleSpec, resolve_spec
+
+__all__ = [
+    "BASES",
+    "STRATEGIES",
+    "VARIANTS",
+    "ScaleSpec",
+    "compound_multipliers",
+    "grid_candidates",
+    "resolve_spec",
+    "strategy_exponents",
+    "strategy_multipliers",
+]
