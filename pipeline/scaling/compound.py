@@ -52,7 +52,7 @@ def grid_candidates(
         raise PipelineError(f"grid needs high >= low and step > 0 (got low={low}, high={high}, step={step})")
     if target <= 1 or tolerance < 0:
         raise PipelineError(f"grid needs target > 1 and tolerance >= 0 (got {target}, {tolerance})")
-    count = int(round((high - low) / step)) + 1
+    count = round((high - low) / step) + 1
     values = [round(low + i * step, 10) for i in range(count)]
     found = [
         (a, b, g)

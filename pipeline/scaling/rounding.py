@@ -28,9 +28,9 @@ def round_filters(channels: int, width: float, divisor: int = CHANNEL_DIVISOR) -
 
 def round_repeats(repeats: int, depth: float) -> int:
     """Scale a stage's block count by ``depth``, rounding up (TF ``round_repeats``)."""
-    return int(math.ceil(repeats * depth))
+    return math.ceil(repeats * depth)
 
 
 def round_resolution(pixels: float, multiple: int = RESOLUTION_MULTIPLE) -> int:
     """Round an input side length to the nearest multiple of ``multiple`` (at least one multiple)."""
-    return max(multiple, int(round(pixels / multiple)) * multiple)
+    return max(multiple, round(pixels / multiple) * multiple)

@@ -139,7 +139,7 @@ def resolve_spec(
     elif phi is not None:
         d, w, r = compound_multipliers(phi, alpha, beta, gamma)
         res = round_resolution(res0 * r)
-        nearest = VARIANTS[f"b{min(7, int(round(phi)))}"] if base == "efficientnet" else None
+        nearest = VARIANTS[f"b{min(7, round(phi))}"] if base == "efficientnet" else None
         drop = nearest.dropout if nearest else info.dropout
         fields = {"strategy": "compound", "name": f"phi{_fmt(phi)}", "phi": phi,
                   "alpha": alpha, "beta": beta, "gamma": gamma}
