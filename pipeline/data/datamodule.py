@@ -1,0 +1,161 @@
+"""``ShardDataModule``: the LightningDataModule that streams a shard root (see :mod:`pipeline.data.stream`)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from pipeline.data.manifest import Manifest, load_manifest
+from pipeline.data.stream import ShardLoader, ShardStream
+from pipeline.data.transforms import SampleDecoder, build_transform, decode_side
+from pipeline.errors import PipelineError
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Webdataset shards → timm transforms → ``(images, labels, skipped)`` batches, exact under DDP.
+
+    Args:
+        root: shard directory, URL prefix, or ``{}`` template (e.g. ``pipe:aws s3 cp s3://b/in1k/{} -``).
+        resolution: input side in pixels (the training CLI links it from the model's ScaleSpec).
+        batch_size: per-rank training batch; the epoch is ⌊N / (world_size · batch_size)⌋ batches per rank.
+        eval_batch_size: per-rank val/test batch (default: ``batch_size``).
+        num_workers: DataLoader worker processes per rank (0 = read in the main process).
+        shuffle_buffer: samples in each train worker's shuffle buffer.
+        seed: base seed of shard order, sample shuffle and augmentation (mixed with epoch, rank, worker).
+        auto_augment: timm augmentation string (``"original"`` = AutoAugment, ``"rand-m9-mstd0.5"`` =
+            RandAugment, …) or None for colour jitter.
+        crop_pct: eval center-crop fraction (resize to ``resolution / crop_pct`` first).
+        interpolation: resize interpolation (``bicubic``, ``bilinear``, …).
+        scale: RandomResizedCrop area range.
+        hflip: horizontal-flip probability.
+        color_jitter: colour-jitter strength when ``auto_augment`` is None (None or 0 = off).
+        train_split / val_split / test_split: split names in the manifest (None = not used).
+
+    The manifest is read and checked, and local shards are checked to exist, in ``__init__``: a bad root is a
+    PipelineError before any training starts.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 224,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        shuffle_buffer: int = 2000,
+        seed: int = 0,
+        auto_augment: str | None = None,
+        crop_pct: float = 0.875,
+        interpolation: str = "bicubic",
+        scale: tuple[float, float] = (0.08, 1.0),
+        hflip: float = 0.5,
+        color_jitter: float | None = 0.4,
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "test",
+    ) -> None:
+        super().__init__()
+        if resolution < 1 or batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise PipelineError("data.resolution, data.batch_size and data.eval_batch_size must be positive")
+        if num_workers < 0 or shuffle_buffer < 1 or not 0 < crop_pct <= 1:
+            raise PipelineError("data.num_workers must be ≥ 0, data.shuffle_buffer ≥ 1 and 0 < data.crop_pct ≤ 1")
+        self.root = str(root)
+        self.resolution, self.batch_size = resolution, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+        self.auto_augment, self.crop_pct, self.interpolation = auto_augment, crop_pct, interpolation
+        self.scale, self.hflip, self.color_jitter = tuple(scale), hflip, color_jitter
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.manifest: Manifest = load_manifest(self.root)
+        self.check()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes in the manifest (the CLI links it to the model's head)."""
+        return self.manifest.num_classes
+
+    def check(self) -> None:
+        """PipelineError unless every configured split is in the manifest and (for local roots) on disk."""
+        for role, split in self.splits.items():
+            if split is None:
+                continue
+            self.manifest.split(split)
+            missing = self.manifest.missing_shards(split)
+            if missing:
+                raise PipelineError(
+                    f"{len(missing)} {role} shard(s) of {self.root} are missing, e.g. {missing[0]}; "
+                    "re-run `pipeline shards` with the same arguments to complete them"
+                )
+
+    def world(self) -> tuple[int, int]:
+        """``(rank, world_size)``: from the attached trainer, else torch.distributed, else ``(0, 1)``."""
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check that the splits this stage uses give every rank at least one batch."""
+        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ())
+        for role in roles:
+            if self.splits[role] is not None:
+                self.loader(role)
+
+    def train_dataloader(self) -> ShardLoader:
+        """Exactly ⌊N / (world_size · batch_size)⌋ shuffled, augmented batches per rank per epoch."""
+        return self.loader("train")
+
+    def val_dataloader(self) -> ShardLoader:
+        """Every val sample exactly once across ranks × workers."""
+        return self.loader("val")
+
+    def test_dataloader(self) -> ShardLoader:
+        """Every test sample exactly once across ranks × workers."""
+        return self.loader("test")
+
+    def stream(self, role: str, *, keys: bool = False) -> ShardStream:
+        """The :class:`ShardStream` of ``role`` (train / val / test) for this rank."""
+        split_name = self.splits[role]
+        if split_name is None:
+            raise PipelineError(f"no {role} split configured; set data.{role}_split to a split of {self.root}")
+        split = self.manifest.split(split_name)
+        train = role == "train"
+        rank, world_size = self.world()
+        transform = build_transform(
+            self.resolution, train=train, auto_augment=self.auto_augment, crop_pct=self.crop_pct,
+            interpolation=self.interpolation, scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter,
+        )
+        return ShardStream(
+            self.manifest.urls(split_name),
+            [s.count for s in split.shards],
+            SampleDecoder(transform, decode_side(self.resolution, self.crop_pct)),
+            self.batch_size if train else self.eval_batch_size,
+            train=train, rank=rank, world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
+            keys=keys,
+        )
+
+    def loader(self, role: str, *, keys: bool = False) -> ShardLoader:
+        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys."""
+        stream = self.stream(role, keys=keys)
+        split = self.manifest.split(self.splits[role])
+        if role == "train":
+            num_batches = split.count // (stream.world_size * stream.batch_size)
+            if num_batches == 0:
+                raise PipelineError(
+                    f"train split {split.name!r} has {split.count} samples, fewer than world size "
+                    f"{stream.world_size} × batch size {stream.batch_size}; lower data.batch_size"
+                )
+        else:
+            num_batches = stream.eval_batches(self.num_workers)
+            if num_batches == 0:
+                raise PipelineError(
+                    f"{role} split {split.name!r} ({split.count} samples) leaves rank {stream.rank} with nothing "
+                    f"to evaluate with {stream.world_size} ranks × {max(self.num_workers, 1)} workers; "
+                    "lower data.num_workers or use fewer ranks"
+                )
+        epoch_fn = (lambda: self.trainer.current_epoch) if role == "train" and self.trainer is not None else None
+        return ShardLoader(
+            stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
+            epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),
+        )

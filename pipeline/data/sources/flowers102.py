@@ -1,0 +1,6 @@
+"""stub"""
+from pipeline.data.sources import Source
+
+
+class Flowers102(Source):
+    name = "flowers102"
