@@ -1,0 +1,1 @@
+"""SLURM: request checks, ``pipeline submit``, the in-job launcher, run manifests, requeue on signal."""
