@@ -6,16 +6,17 @@ import argparse
 import json
 import math
 from collections.abc import Iterable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.models.build import build_model
-from pipeline.models.complexity import Complexity, count_complexity
 from pipeline.scaling import BASES, STRATEGIES, VARIANTS, ScaleSpec, resolve_spec
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
+
+if TYPE_CHECKING:
+    from pipeline.models.complexity import Complexity
 
 EXAMPLES = f"""\
 examples:
@@ -108,6 +109,10 @@ def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
 
 def measure(specs: Iterable[ScaleSpec], num_classes: int) -> list[Complexity]:
     """Build and count each spec (identical networks are counted once); progress on a terminal's stderr."""
+    # Imported here so that --help and argument errors answer without importing torch and timm (~3 s).
+    from pipeline.models.build import build_model
+    from pipeline.models.complexity import count_complexity
+
     cache: dict[tuple[str, float, float, int], Complexity] = {}
     results = []
     specs = list(specs)
