@@ -31,8 +31,8 @@ class ShardDataModule(pl.LightningDataModule):
         color_jitter: colour-jitter strength when ``auto_augment`` is None (None or 0 = off).
         train_split / val_split / test_split: split names in the manifest (None = not used).
 
-    The manifest is read and checked, and local shards are checked to exist, in ``__init__``: a bad root is a
-    PipelineError before any training starts.
+    The manifest is read and checked, and local train/val shards are checked to exist, in ``__init__``: a bad
+    root is a PipelineError before any training starts (the test split: at ``setup("test")``).
     """
 
     def __init__(
@@ -74,9 +74,14 @@ class ShardDataModule(pl.LightningDataModule):
         """Number of classes in the manifest (the CLI links it to the model's head)."""
         return self.manifest.num_classes
 
-    def check(self) -> None:
-        """PipelineError unless every configured split is in the manifest and (for local roots) on disk."""
-        for role, split in self.splits.items():
+    def check(self, roles: tuple[str, ...] = ("train", "val")) -> None:
+        """PipelineError unless the splits of ``roles`` are in the manifest and (for local roots) on disk.
+
+        ``__init__`` checks train and val (what ``fit`` needs); the test split is checked when it is used, so a
+        dataset without one (ImageNet) works with the default ``test_split``.
+        """
+        for role in roles:
+            split = self.splits[role]
             if split is None:
                 continue
             self.manifest.split(split)
@@ -98,6 +103,7 @@ class ShardDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Check that the splits this stage uses give every rank at least one batch."""
         roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ())
+        self.check(roles)
         for role in roles:
             if self.splits[role] is not None:
                 self.loader(role)

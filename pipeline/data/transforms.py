@@ -42,13 +42,13 @@ def build_transform(
 
 
 def decode_side(resolution: int, crop_pct: float) -> int:
-    """Shorter side a decoded image needs: the eval resize target ``ceil(resolution / crop_pct)``.
+    """Shorter side a decoded image needs: the eval resize target ``floor(resolution / crop_pct)`` (as timm).
 
     Training uses the same bound: a RandomResizedCrop of a small area is then upsampled from a DCT-scaled
     image rather than the full-size one; that is the accuracy/speed trade every fast loader makes
     (the shards' ``--max-side`` makes the same trade once, at write time).
     """
-    return math.ceil(resolution / crop_pct)
+    return math.floor(resolution / crop_pct)
 
 
 def open_image(data: bytes, min_side: int) -> Image.Image:
