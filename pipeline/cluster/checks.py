@@ -1,0 +1,119 @@
+"""Checks of a SLURM request against its training config, run before ``sbatch`` and again inside the job.
+
+Each check raises :class:`PipelineError` with one line saying what to change: the usual multi-node
+failures (ranks stuck at "Initializing distributed", a requeue that never happens) become an
+immediate refusal instead of a job that hangs until its time limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import shutil
+import socket
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.scaling import ScaleSpec
+from pipeline.scaling.spec import resolve_spec
+from pipeline.training.rundir import RunOptions, run_dir
+
+# Set from the allocation by the launcher; a second value on the command line would disagree with it.
+ALLOCATION_KEYS = ("--trainer.num_nodes", "--trainer.devices", "--trainer.accelerator", "--ckpt_path")
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A training config as the training CLI resolves it, with its scaling spec and run directory."""
+
+    config: dict[str, Any]
+    spec: ScaleSpec
+    run_dir: Path
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse overrides of what the allocation decides (nodes, devices, accelerator) or the launcher sets."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0]
+        if key in ALLOCATION_KEYS:
+            raise PipelineError(f"{key} is set by the SLURM launcher from the allocation (--nodes, "
+                                "--ntasks-per-node, GPUs); remove it from the overrides")
+
+
+def check_tasks_per_node(tasks_per_node: int, gpus_per_node: int) -> None:
+    """One task per GPU: Lightning's DDP under SLURM waits forever for ranks that were never started otherwise."""
+    if tasks_per_node < 1:
+        raise PipelineError(f"--ntasks-per-node must be ≥ 1 (got {tasks_per_node})")
+    if gpus_per_node and tasks_per_node != gpus_per_node:
+        raise PipelineError(f"--ntasks-per-node={tasks_per_node} but {gpus_per_node} GPUs per node: DDP needs "
+                            f"one task per GPU, use --ntasks-per-node={gpus_per_node}")
+
+
+def check_scontrol(job_id: str | None = None) -> None:
+    """``scontrol`` must run where the job runs, or a requeue signal can only save and stop.
+
+    With ``job_id`` (inside a job) also check that SLURM will requeue it (``--requeue``, ``JobRequeue``).
+    """
+    if shutil.which("scontrol") is None:
+        raise PipelineError("requeue is on but `scontrol` is not on PATH here (inside a container?): make it "
+                            "available to the job or submit with --no-requeue")
+    if job_id is None:
+        return
+    done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    if done.returncode:
+        raise PipelineError(f"requeue is on but `scontrol show job {job_id}` failed: {done.stderr.strip()}")
+    if " Requeue=0 " in f" {done.stdout} ":
+        raise PipelineError(f"requeue is on but job {job_id} is not requeueable: submit with --requeue "
+                            "(or set CLUSTER_REQUEUE=0 to only checkpoint on the signal)")
+
+
+def parse_config(config: str, overrides: list[str]) -> dict[str, Any]:
+    """The fully resolved config of ``pipeline fit --config <config> <overrides>``; nothing is instantiated.
+
+    Runs the training CLI in-process with ``--print_config`` (parse and validate, then exit), so the
+    check is exactly what ``pipeline fit`` would accept.
+    """
+    from pipeline.training import cli  # the training stack: imported only when a check needs it
+
+    if not Path(config).is_file():
+        raise PipelineError(f"config {config} not found (relative paths are from {Path.cwd()})")
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cli.main(["fit", "--config", config, *overrides, "--print_config"])
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise PipelineError(f"pipeline fit rejected {config} (exit status {done.code})") from None
+    except PipelineError as err:
+        raise PipelineError(f"{config}: {err}") from None
+    return yaml.safe_load(printed.getvalue())
+
+
+def resolve_run(config: str, overrides: list[str]) -> ResolvedRun:
+    """Parse the config, resolve its scaling spec and its run directory (PipelineError for either)."""
+    resolved = parse_config(config, overrides)
+    spec_keys = inspect.signature(resolve_spec).parameters
+    try:
+        spec = resolve_spec(**{k: v for k, v in resolved["model"].items() if k in spec_keys})
+        directory = run_dir(RunOptions(**resolved["run"]), spec)
+    except PipelineError as err:
+        raise PipelineError(f"{config}: {err}") from None
+    return ResolvedRun(resolved, spec, directory)
+
+
+def check_shards(resolved: ResolvedRun) -> None:
+    """The config's shards must be readable from here (the submit host, or the job's first node)."""
+    from pipeline.data.datamodule import ShardDataModule  # reads and checks the manifest and shard files
+
+    try:
+        ShardDataModule(**resolved.config["data"])
+    except PipelineError as err:
+        raise PipelineError(f"shards not visible from {socket.gethostname()}: {err}") from None
