@@ -1,0 +1,56 @@
+"""RequeueOnSignal on two real gloo ranks: one signalled rank stops both at the same step; resume continues."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cluster.requeue import RequeueOnSignal, parse_signal
+from pipeline.errors import PipelineError
+
+SCRIPT = Path(__file__).with_name("signal_run.py")
+
+
+def _fit(out: Path, max_steps: int, *signal_at: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CLUSTER_"))}
+    done = subprocess.run([sys.executable, str(SCRIPT), str(out), str(max_steps), *signal_at],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def _step(ckpt: Path) -> int:
+    return torch.load(ckpt, weights_only=True, map_location="cpu")["global_step"]
+
+
+@pytest.mark.slow
+def test_signal_on_one_rank_checkpoints_both_and_resume_finishes(tmp_path: Path) -> None:
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    log = _fit(tmp_path, 8, "1", "SIGUSR1", "3")  # only rank 1 is signalled
+    assert "rank 0 stopped at step 3" in log and "rank 1 stopped at step 3" in log, log
+    assert "SIGUSR1 → saved" in log and _step(last) == 3
+    assert "requeued" not in log  # outside SLURM: checkpoint and stop only
+
+    log = _fit(tmp_path, 8, "0", "SIGTERM", "5")  # plain scancel: checkpoint, no requeue
+    assert "Restored all states" in log and "SIGTERM → saved" in log, log
+    assert "rank 1 stopped at step 5" in log and _step(last) == 5
+
+    log = _fit(tmp_path, 8)
+    assert "rank 0 stopped at step 8" in log and "rank 1 stopped at step 8" in log, log
+    assert _step(last) == 8
+
+
+def test_signal_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_signal("USR1").name == "SIGUSR1"
+    assert parse_signal("sigusr2").name == "SIGUSR2"
+    monkeypatch.setenv("CLUSTER_REQUEUE_SIGNAL", "USR2")
+    assert RequeueOnSignal().signal.name == "SIGUSR2"
+    assert RequeueOnSignal("USR1").signal.name == "SIGUSR1"
+    for bad in ("TERM", "KILL", "HUP2", ""):
+        with pytest.raises(PipelineError, match="use USR1"):
+            parse_signal(bad)
