@@ -14,8 +14,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_write_json
-
-RESULT_FILE = "result.json"
+from pipeline.training.rundir import RESULT_FILE
 
 
 @dataclass(frozen=True)

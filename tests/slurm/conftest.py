@@ -231,3 +231,13 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded digits dataset as real shards (``pipeline shards digits``)."""
+    from pipeline import cli
+
+    out = tmp_path_factory.mktemp("digits")
+    assert cli.main(["shards", "digits", "--out", str(out)]) == 0
+    return out

@@ -1,18 +1,66 @@
-"""SLURM scripts against a real two-node cluster (see conftest.py)."""
+"""slurm/*.sbatch and ``pipeline submit`` against a real two-node SLURM cluster (see conftest.py).
+
+(a) train.sbatch trains the demo config on 2 nodes × 1 task (DDP over gloo across the nodes);
+(b) a USR1 mid-epoch checkpoints, requeues and resumes to the same step count and W&B run;
+(c) a 3-entry manifest runs as a throttled job array, and re-submitting it finds nothing to do;
+(d) mismatched or impossible requests are refused before sbatch, or at the top of the job.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from pipeline.cluster.manifest import RunEntry, write_manifest
+from pipeline.training.checkpoint import load_checkpoint
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+DEMO = str(REPO / "configs" / "demo.yaml")
+TRAIN = str(REPO / "slurm" / "train.sbatch")
+EPOCHS, BATCHES = 2, 8  # 16 optimizer steps: long enough to interrupt mid-epoch, short enough for CI
+
+
+def small(shards: Path) -> list[str]:
+    """Overrides that keep a demo run to a few seconds of training."""
+    return ["--data.root", str(shards), "--trainer.max_epochs", str(EPOCHS),
+            "--trainer.limit_train_batches", str(BATCHES), "--trainer.log_every_n_steps", "1"]
+
+
+def only(paths: list[Path]) -> Path:
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def wandb_runs(run_dir: Path) -> list[str]:
+    """The W&B run id of every offline run directory (one per start of the run)."""
+    dirs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert all(any(d.glob("run-*.wandb")) for d in dirs), dirs
+    return [d.name.rsplit("-", 1)[1] for d in dirs]
+
+
+def global_step(run_dir: Path) -> int:
+    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+
+
+def wait_for_line(path: Path, pattern: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"{pattern!r} not in {path} after {timeout:.0f} s:\n{text[-3000:]}")
 
 
 def test_two_node_gloo_all_reduce(slurm_cluster, tmp_path: Path) -> None:
-    """2 nodes × 1 task: both ranks meet at Lightning's SLURM address/port and sum their ranks."""
+    """The harness itself: both ranks meet at Lightning's SLURM address/port (n1 resolves) and sum."""
     job = slurm_cluster.sbatch("-N2", "--ntasks-per-node=1", "--cpus-per-task=1", "-o", "out-%j.log",
                                "--wrap", f"srun {sys.executable} {HERE / 'allreduce.py'}", cwd=tmp_path)
     info = slurm_cluster.wait(job, timeout=120)
@@ -21,3 +69,84 @@ def test_two_node_gloo_all_reduce(slurm_cluster, tmp_path: Path) -> None:
     assert sorted(line.split(":")[0] for line in log.splitlines() if line.startswith("rank")) == [
         "rank 0/2 on n1", "rank 1/2 on n2"]
     assert log.count("sum=3") == 2, log
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm_cluster, shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """(a) ``sbatch -N2 --ntasks-per-node=1 slurm/train.sbatch demo.yaml …``: the run directory it trained."""
+    work = tmp_path_factory.mktemp("a")
+    job = slurm_cluster.sbatch("-N2", "--ntasks-per-node=1", "--cpus-per-task=1", TRAIN, DEMO, *small(shards),
+                               cwd=work)
+    info = slurm_cluster.wait(job, timeout=300)
+    log = (work / f"slurm-train-{job}.out").read_text()
+    assert info["JobState"] == "COMPLETED", log[-5000:]
+    return only(list((work / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
+
+
+def test_a_train_sbatch_two_nodes_ddp(uninterrupted: Path) -> None:
+    result = json.loads((uninterrupted / "result.json").read_text())
+    assert result["world_size"] == 2  # one rank on n1, one on n2, one gloo process group
+    assert global_step(uninterrupted) == EPOCHS * BATCHES
+    assert wandb_runs(uninterrupted) == [result["wandb_run_id"]]
+    assert (uninterrupted / "wandb_id").read_text().strip() == result["wandb_run_id"]
+    assert "nodes n[1-2]" in (uninterrupted / "slurm.log").read_text()
+
+
+def test_b_preempted_run_requeues_and_resumes(slurm_cluster, shards: Path, uninterrupted: Path,
+                                              tmp_path: Path) -> None:
+    done = slurm_cluster.run("pipeline", "submit", "--config", DEMO, "--nodes", "2", "--cpus-per-task", "1",
+                             "--", *small(shards), cwd=tmp_path)
+    job = done.stdout.strip()
+    log = only(list((tmp_path / "runs" / "demo" / "slurm-logs").glob(f"*-{job}-*.out")))
+    wait_for_line(log, r"RequeueOnSignal: SIGUSR1 checkpoints and requeues", timeout=240)  # training started
+    slurm_cluster.run("scancel", "--signal=USR1", job)  # what --signal=USR1@120 sends, without waiting for it
+    info = slurm_cluster.wait(job, timeout=300)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-5000:]
+    saved = int(re.search(r"SIGUSR1 → saved \S+ at global step (\d+)", text).group(1))
+    assert 0 < saved < EPOCHS * BATCHES
+    assert f"requeued SLURM job {job}" in text and "Restored all states from the checkpoint" in text
+
+    run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
+    assert [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()] == ["0", "1"]
+    assert global_step(run_dir) == global_step(uninterrupted) == EPOCHS * BATCHES
+    result = json.loads((run_dir / "result.json").read_text())
+    assert wandb_runs(run_dir) == [result["wandb_run_id"]] * 2  # one W&B run, resumed by the second start
+
+
+def test_c_manifest_runs_as_throttled_array(slurm_cluster, shards: Path, tmp_path: Path) -> None:
+    runs = [RunEntry(DEMO, f"runs/phis/phi{phi}", ["--model.phi", str(phi)]) for phi in (0, 1, 2)]
+    manifest = write_manifest(tmp_path / "runs" / "phis" / "manifest.json", runs)
+    overrides = [*small(shards), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
+    submit = ("pipeline", "submit", "--manifest", str(manifest), "--max-parallel", "2", "--cpus-per-task", "1")
+    job = slurm_cluster.run(*submit, "--", *overrides, cwd=tmp_path).stdout.strip()
+    assert "ArrayTaskThrottle=2" in slurm_cluster.run("scontrol", "show", "job", job).stdout
+    deadline = time.monotonic() + 400
+    while slurm_cluster.run("squeue", "-h", "-j", job, check=False).stdout.strip():
+        assert time.monotonic() < deadline, slurm_cluster.run("squeue", "-j", job).stdout
+        time.sleep(1)
+    states = re.findall(r"JobState=(\w+)", slurm_cluster.run("scontrol", "show", "job", job).stdout)
+    assert states == ["COMPLETED"] * 3, states
+    results = [json.loads((tmp_path / run.run_dir / "result.json").read_text()) for run in runs]
+    assert [r["phi"] for r in results] == [0, 1, 2]
+    assert results[0]["params"] < results[1]["params"] < results[2]["params"]
+
+    again = slurm_cluster.run(*submit, "--", *overrides, cwd=tmp_path)
+    assert again.stdout == "" and "nothing to submit" in again.stderr
+
+
+def test_d_bad_requests_are_refused(slurm_cluster, shards: Path, tmp_path: Path) -> None:
+    queued = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout
+    refused = slurm_cluster.run("pipeline", "submit", "--config", DEMO, "--nodes", "2", "--gpus-per-node", "2",
+                                "--ntasks-per-node", "1", "--", "--data.root", str(shards), check=False, cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == ("pipeline submit: error: --ntasks-per-node=1 but 2 GPUs per node: DDP needs one task "
+                              "per GPU, use --ntasks-per-node=2\n")
+    assert slurm_cluster.run("squeue", "-h", "-o", "%i").stdout == queued  # nothing reached sbatch
+
+    # sbatch'd by hand, past the submit helper: the job re-checks before srun and fails fast with one line
+    job = slurm_cluster.sbatch(TRAIN, DEMO, "--data.root", str(tmp_path / "no-shards"), cwd=tmp_path)
+    info = slurm_cluster.wait(job, timeout=120)
+    log = (tmp_path / f"slurm-train-{job}.out").read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", log
+    assert log.strip().splitlines()[-1].startswith("pipeline launch: error: shards not visible from "), log
