@@ -25,6 +25,7 @@ REPO = HERE.parents[1]
 DEMO = str(REPO / "configs" / "demo.yaml")
 TRAIN = str(REPO / "slurm" / "train.sbatch")
 EPOCHS, BATCHES = 2, 8  # 16 optimizer steps: long enough to interrupt mid-epoch, short enough for CI
+PREEMPTIONS = 2
 
 
 def small(shards: Path) -> list[str]:
@@ -49,14 +50,16 @@ def global_step(run_dir: Path) -> int:
     return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
 
 
-def wait_for_line(path: Path, pattern: str, timeout: float) -> str:
+def wait_for(path: Path, text: str, count: int, timeout: float) -> None:
+    """Wait until ``text`` occurs ``count`` times in the file at ``path``."""
     deadline = time.monotonic() + timeout
+    content = ""
     while time.monotonic() < deadline:
-        text = path.read_text() if path.exists() else ""
-        if re.search(pattern, text):
-            return text
+        content = path.read_text() if path.exists() else ""
+        if content.count(text) >= count:
+            return
         time.sleep(0.5)
-    raise AssertionError(f"{pattern!r} not in {path} after {timeout:.0f} s:\n{text[-3000:]}")
+    raise AssertionError(f"{text!r} not {count}× in {path} after {timeout:.0f} s:\n{content[-3000:]}")
 
 
 def test_two_node_gloo_all_reduce(slurm_cluster, tmp_path: Path) -> None:
@@ -98,20 +101,23 @@ def test_b_preempted_run_requeues_and_resumes(slurm_cluster, shards: Path, unint
                              "--", *small(shards), cwd=tmp_path)
     job = done.stdout.strip()
     log = only(list((tmp_path / "runs" / "demo" / "slurm-logs").glob(f"*-{job}-*.out")))
-    wait_for_line(log, r"RequeueOnSignal: SIGUSR1 checkpoints and requeues", timeout=240)  # training started
-    slurm_cluster.run("scancel", "--signal=USR1", job)  # what --signal=USR1@120 sends, without waiting for it
+    for start in range(PREEMPTIONS):  # preempted on every start but the last: each start must make progress
+        wait_for(log, "RequeueOnSignal: SIGUSR1 checkpoints and requeues", start + 1, timeout=240)  # training
+        slurm_cluster.run("scancel", "--signal=USR1", job)  # what --signal=USR1@120 sends, without the wait
+        wait_for(log, f"requeued SLURM job {job}", start + 1, timeout=120)
     info = slurm_cluster.wait(job, timeout=300)
     text = log.read_text()
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text[-5000:]
-    saved = int(re.search(r"SIGUSR1 → saved \S+ at global step (\d+)", text).group(1))
-    assert 0 < saved < EPOCHS * BATCHES
-    assert f"requeued SLURM job {job}" in text and "Restored all states from the checkpoint" in text
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == str(PREEMPTIONS), text[-5000:]
+    saved = [int(step) for step in re.findall(r"SIGUSR1 → saved \S+ at global step (\d+)", text)]
+    assert len(saved) == PREEMPTIONS and 0 < saved[0] < saved[1] < EPOCHS * BATCHES, saved
+    assert text.count("Restored all states from the checkpoint") == PREEMPTIONS
 
     run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
-    assert [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()] == ["0", "1"]
+    restarts = [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()]
+    assert restarts == [str(i) for i in range(PREEMPTIONS + 1)]  # every start trained the same run directory
     assert global_step(run_dir) == global_step(uninterrupted) == EPOCHS * BATCHES
     result = json.loads((run_dir / "result.json").read_text())
-    assert wandb_runs(run_dir) == [result["wandb_run_id"]] * 2  # one W&B run, resumed by the second start
+    assert wandb_runs(run_dir) == [result["wandb_run_id"]] * (PREEMPTIONS + 1)  # one W&B run, resumed
 
 
 def test_c_manifest_runs_as_throttled_array(slurm_cluster, shards: Path, tmp_path: Path) -> None:
