@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import re
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,32 @@ def check_tasks_per_node(tasks_per_node: int, gpus_per_node: int) -> None:
     if gpus_per_node and tasks_per_node != gpus_per_node:
         raise PipelineError(f"--ntasks-per-node={tasks_per_node} but {gpus_per_node} GPUs per node: DDP needs "
                             f"one task per GPU, use --ntasks-per-node={gpus_per_node}")
+
+
+def time_limit_s(text: str) -> int | None:
+    """Seconds in a SLURM time limit (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``); None = unlimited."""
+    if text.lower() in ("unlimited", "infinite"):
+        return None
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if match is None:
+        raise PipelineError(f"--time={text} is not a SLURM time limit (e.g. 90, 4:00:00, 2-00:00:00)")
+    days, *parts = match.groups()
+    fields = [int(p) for p in parts if p is not None]
+    if days is not None:  # D-H[:M[:S]]
+        h, m, sec = [*fields, 0, 0][:3]
+    elif len(fields) == 3:  # H:M:S
+        h, m, sec = fields
+    else:  # M or M:S
+        h, m, sec = 0, fields[0], (fields[1:] or [0])[0]
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
+
+
+def check_time_limit(text: str | None, lead_s: int) -> None:
+    """The requeue signal must come after the start: the time limit has to exceed the signal's lead."""
+    limit = time_limit_s(text) if text else None
+    if limit is not None and limit <= lead_s:
+        raise PipelineError(f"--time={text} is not longer than the requeue signal's lead ({lead_s} s): "
+                            "lengthen --time or shorten --signal-lead")
 
 
 def check_scontrol(job_id: str | None = None) -> None:

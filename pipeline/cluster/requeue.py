@@ -63,16 +63,17 @@ class RequeueOnSignal(Callback):
     def __init__(self, signal: str | None = None) -> None:
         self.signal = parse_signal(signal or os.environ.get(SIGNAL_ENV) or "USR1")
         self._code = _NONE
-        self._originals: dict[signals.Signals, Any] = {}
+        self._sigterm_before: Any = None  # SIGTERM's handler before setup, given back at teardown
 
     # --- signal handlers: record only (no I/O, no collectives, no locks) ------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._code = max(self._code, _REQUEUE if signum == self.signal else _STOP)
 
     def _install(self) -> None:
-        for signum in (self.signal, signals.SIGTERM):
-            previous = signals.signal(signum, self._on_signal)
-            self._originals.setdefault(signum, previous)
+        signals.signal(self.signal, self._on_signal)
+        previous = signals.signal(signals.SIGTERM, self._on_signal)
+        if self._sigterm_before is None:
+            self._sigterm_before = previous
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Catch the signals from the start of fitting, so one arriving during start-up is not lost."""
@@ -88,10 +89,10 @@ class RequeueOnSignal(Callback):
                        f"{'requeues' if requeue_enabled() else 'stops'}; SIGTERM checkpoints and stops")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Give the signals back to whoever had them before ``setup``."""
-        for signum, handler in self._originals.items():
-            signals.signal(signum, handler)
-        self._originals.clear()
+        """Give SIGTERM back; keep the requeue signal, so one arriving while the result is written does not kill it."""
+        if self._sigterm_before is not None:
+            signals.signal(signals.SIGTERM, self._sigterm_before)
+            self._sigterm_before = None
 
     # --- the safe point ----------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster.checks import check_overrides, check_tasks_per_node
+from pipeline.cluster.checks import check_overrides, check_tasks_per_node, time_limit_s
 from pipeline.cluster.launch import Job, job_run_name, run_dir_overrides, srun_command, task_env
 from pipeline.errors import PipelineError
 
@@ -52,3 +52,9 @@ def test_run_name_is_unique_per_job_and_stable_across_restarts(tmp_path: Path) -
     restart = Job.from_env({**ENV, "SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2"})
     assert job_run_name("compound-phi0", restart, tmp_path) == name
     assert run_dir_overrides(Path("runs/s/n")) == ["--run.root", "runs", "--run.sweep", "s", "--run.name", "n"]
+
+
+def test_time_limits() -> None:
+    cases = {"90": 5400, "1:30": 90, "4:00:00": 14400, "2-0": 172800, "1-2:3": 93780, "1-2:3:4": 93784}
+    assert {text: time_limit_s(text) for text in cases} == cases
+    assert time_limit_s("UNLIMITED") is None

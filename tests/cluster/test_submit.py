@@ -50,6 +50,8 @@ def test_dry_run_prints_the_checked_command(shards: Path, tmp_path: Path, monkey
     (["--", "--model.variant", "b1"], "give exactly one of variant"),
     (["--", "--data.root", "/nonexistent/shards"], "shards not visible from"),
     (["--signal", "TERM"], "unusable requeue signal"),
+    (["--time", "2:00"], "--time=2:00 is not longer than the requeue signal's lead (120 s)"),
+    (["--time", "4h"], "--time=4h is not a SLURM time limit"),
 ])
 def test_bad_requests_are_refused(shards: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                   message: str) -> None:
