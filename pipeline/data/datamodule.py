@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytorch_lightning as pl
 import torch
 
@@ -9,6 +11,9 @@ from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
 from pipeline.data.transforms import SampleDecoder, build_transform, decode_side
 from pipeline.errors import PipelineError
+
+# Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see stream.py)
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 
 class ShardDataModule(pl.LightningDataModule):
@@ -160,7 +165,7 @@ class ShardDataModule(pl.LightningDataModule):
                     f"to evaluate with {stream.world_size} ranks × {max(self.num_workers, 1)} workers; "
                     "lower data.num_workers or use fewer ranks"
                 )
-        epoch_fn = (lambda: self.trainer.current_epoch) if role == "train" and self.trainer is not None else None
+        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
         return ShardLoader(
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
             epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),

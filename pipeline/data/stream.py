@@ -244,8 +244,9 @@ class ShardLoader(DataLoader):
     is endless); an eval loader runs its stream to the end (``num_batches`` is then its exact length).
     Each ``iter()`` sets the stream's epoch (from ``epoch_fn``, e.g. the trainer's epoch, so requeued runs
     continue the sequence; else a counter) before the workers start — workers are not persistent, so they
-    see it. After a complete epoch it logs images/s, the time spent waiting for data, and skipped samples;
-    ``last_epoch`` keeps those numbers for callers.
+    see it. When an epoch's last batch is fetched it logs images/s, the time spent waiting for data and the
+    skipped samples (one INFO line per rank); ``last_epoch`` keeps those numbers for callers (e.g. a
+    callback reading ``trainer.train_dataloader.last_epoch``).
     """
 
     def __init__(
@@ -276,8 +277,7 @@ class ShardLoader(DataLoader):
         start = time.perf_counter()
         wait = 0.0
         images = skipped = count = 0
-        limit = self.num_batches if stream.train else None
-        while limit is None or count < limit:
+        while count < self.num_batches or not stream.train:
             t = time.perf_counter()
             try:
                 batch = next(batches)
@@ -287,14 +287,18 @@ class ShardLoader(DataLoader):
             count += 1
             images += len(batch[1])
             skipped += int(batch[2])
+            if count == self.num_batches:  # Lightning stops calling next() here: report before the last yield
+                self._report(epoch, count, images, skipped, time.perf_counter() - start, wait)
             yield batch
-        del batches  # shuts the workers of an endless train stream down now
-        seconds = time.perf_counter() - start
-        self.last_epoch = {"epoch": epoch, "batches": count, "images": images, "seconds": seconds,
+        if count != self.num_batches:  # an eval stream that lost batches to corrupt samples
+            self._report(epoch, count, images, skipped, time.perf_counter() - start, wait)
+
+    def _report(self, epoch: int, batches: int, images: int, skipped: int, seconds: float, wait: float) -> None:
+        self.last_epoch = {"epoch": epoch, "batches": batches, "images": images, "seconds": seconds,
                            "images_per_s": images / max(seconds, 1e-9), "wait_seconds": wait, "skipped": skipped}
         log.info(
             "%s epoch %d rank %d: %d images in %d batches, %.1f s (%.0f images/s), %.1f s (%.0f%%) waiting "
             "for data, %d corrupt samples skipped",
-            self.name, epoch, stream.rank, images, count, seconds, images / max(seconds, 1e-9), wait,
+            self.name, epoch, self.dataset.rank, images, batches, seconds, images / max(seconds, 1e-9), wait,
             100 * wait / max(seconds, 1e-9), skipped,
         )
