@@ -187,13 +187,10 @@ def _encoded_stream(records: Iterable[Record], max_side: int | None, pool: Any) 
 
 
 def write_split(
-    source: Source, split: str, out: Path, *, shard_size: int, max_side: int | None, seed: int, pool: Any
+    name: str, split: str, records: list[Record], out: Path, *, shard_size: int, max_side: int | None, seed: int,
+    pool: Any,
 ) -> Split:
     """Write one split's shards (skipping complete ones) and return its manifest entry."""
-    records = list(source.records(split))
-    if not records:
-        raise PipelineError(f"{source.name}: split {split!r} has no samples under {source.src}; check --src")
-    _check_keys(records, split)
     records = _shuffled(records, seed, split)
     groups = [records[i : i + shard_size] for i in range(0, len(records), shard_size)]
     names = [shard_name(split, i) for i in range(len(groups))]
@@ -205,7 +202,7 @@ def write_split(
 
     start = time.perf_counter()
     stream = _encoded_stream((r for _, g in todo for r in g), max_side, pool)
-    with tqdm(total=pending, desc=f"{source.name}/{split}", unit="img", mininterval=1.0) as bar:
+    with tqdm(total=pending, desc=f"{name}/{split}", unit="img", mininterval=1.0, disable=not pending) as bar:
         for name, group in todo:
             samples: list[Encoded] = []
             skipped: list[str] = []
@@ -245,20 +242,26 @@ def write_shards(
     processes. Re-running with the same arguments skips complete shards.
     """
     out = Path(out)
-    shard_size = shard_size or source.default_shard_size
+    shard_size = source.default_shard_size if shard_size is None else shard_size
     if shard_size < 1 or workers < 1 or (max_side is not None and max_side < 1) or seed < 0:
         raise PipelineError("--shard-size, --workers and --max-side must be positive and --seed non-negative")
+    start = time.perf_counter()
+    records = {split: list(source.records(split)) for split in source.split_names}  # a bad --src fails here
+    for split, recs in records.items():
+        if not recs:
+            raise PipelineError(f"{source.name}: split {split!r} has no samples under {source.src}; check --src")
+        _check_keys(recs, split)
     plan = {"dataset": source.name, "source": source.describe(), "shard_size": shard_size,
             "max_side": max_side, "seed": seed}
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan)
 
-    start = time.perf_counter()
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         splits = {
-            split: write_split(source, split, out, shard_size=shard_size, max_side=max_side, seed=seed, pool=pool)
-            for split in source.split_names
+            split: write_split(source.name, split, recs, out, shard_size=shard_size, max_side=max_side, seed=seed,
+                               pool=pool)
+            for split, recs in records.items()
         }
     finally:
         if pool is not None:

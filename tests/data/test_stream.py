@@ -179,3 +179,12 @@ def test_errors_are_clear_and_early(tiny: Path, tmp_path: Path) -> None:
     dm = ShardDataModule(str(tiny), batch_size=71)
     with pytest.raises(PipelineError, match="fewer than world size 1 × batch size 71"):
         dm.setup("fit")
+
+
+def test_url_template_root_reads_through_a_command(tiny: Path) -> None:
+    """Object stores work through their CLI: the manifest and shards are read by ``pipe:cat …/{}``."""
+    dm = ShardDataModule(f"pipe:cat {tiny}/{{}}", resolution=8, batch_size=8, num_workers=0, crop_pct=1)
+    assert dm.num_classes == 5 and dm.manifest.urls("val")[0] == f"pipe:cat {tiny}/val-000000.tar"
+    assert sorted(keys_of(dm.loader("val", keys=True))) == [f"val_{i:04d}" for i in range(43)]
+    with pytest.raises(PipelineError, match="cannot read shard manifest"):
+        ShardDataModule(f"pipe:cat {tiny}/missing-{{}}")
