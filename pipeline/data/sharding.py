@@ -187,7 +187,7 @@ def _encoded_stream(records: Iterable[Record], max_side: int | None, pool: Any) 
 
 
 def write_split(
-    name: str, split: str, records: list[Record], out: Path, *, shard_size: int, max_side: int | None, seed: int,
+    dataset: str, split: str, records: list[Record], out: Path, *, shard_size: int, max_side: int | None, seed: int,
     pool: Any,
 ) -> Split:
     """Write one split's shards (skipping complete ones) and return its manifest entry."""
@@ -202,7 +202,7 @@ def write_split(
 
     start = time.perf_counter()
     stream = _encoded_stream((r for _, g in todo for r in g), max_side, pool)
-    with tqdm(total=pending, desc=f"{name}/{split}", unit="img", mininterval=1.0, disable=not pending) as bar:
+    with tqdm(total=pending, desc=f"{dataset}/{split}", unit="img", mininterval=1.0, disable=not pending) as bar:
         for name, group in todo:
             samples: list[Encoded] = []
             skipped: list[str] = []
@@ -255,6 +255,8 @@ def write_shards(
             "max_side": max_side, "seed": seed}
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan)
+    for stale in out.glob(".*.tmp"):  # half-written shards of an interrupted run (atomic_write's temp files)
+        stale.unlink()
 
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:

@@ -186,6 +186,7 @@ class ShardStream(IterableDataset):
             random.seed(seed)
             torch.manual_seed(seed)
             np.random.seed(seed % 2**32)
+
         def shards() -> Iterator[dict]:
             empty_in_a_row = 0
             for i in train_positions(len(self.urls), slot, num_slots, self.seed, self.epoch):

@@ -126,11 +126,12 @@ def test_resume_skips_complete_shards_and_is_deterministic(tmp_path: Path) -> No
     shards = sorted(out.glob("*.tar"))
     before = {p.name: p.stat().st_mtime_ns for p in shards}
     (out / "train-000001.tar").unlink()  # as if the run was killed while writing it
-    (out / ".train-000002.tar.tmp").write_bytes(b"half a shard")
+    (out / ".train-000001.tar.x1y2.tmp").write_bytes(b"half a shard")  # atomic_write's temp name
 
     second = write_shards(source, out, shard_size=10, workers=1, seed=3)
     after = {p.name: p.stat().st_mtime_ns for p in sorted(out.glob("*.tar"))}
     assert {n for n in after if after[n] != before.get(n)} == {"train-000001.tar"}
+    assert not list(out.glob(".*.tmp"))
     assert second.content_hash == first.content_hash  # same args ⇒ byte-identical shards
 
     other = write_shards(source, tmp_path / "seed4", shard_size=10, seed=4)
