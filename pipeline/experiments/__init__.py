@@ -1,0 +1,1 @@
+"""Experiments: the embedded demo, result records and tables."""
