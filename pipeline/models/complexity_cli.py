@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, NoReturn
 
 from tqdm import tqdm
@@ -94,7 +93,10 @@ def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
                   ("fast_alpha", "strategy"))
                  if getattr(args, name) is not None and getattr(args, needs) is None]
     if misplaced:
-        raise PipelineError(f"{', '.join(misplaced)} only apply with --phi (α, β, γ) or --strategy (scale, fast α)")
+        raise PipelineError(
+            f"{', '.join(misplaced)} given without its mode: --alpha/--beta/--gamma go with --phi, "
+            "--scale/--fast-alpha with --strategy"
+        )
     common = {"base": args.base, "base_resolution": args.base_resolution}
     if args.variant:
         return [resolve_spec(variant=v, **common) for v in args.variant]
@@ -107,7 +109,7 @@ def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
     return [resolve_spec(strategy=st, scale=s, **fast, **common) for st in args.strategy for s in args.scale]
 
 
-def measure(specs: Iterable[ScaleSpec], num_classes: int) -> list[Complexity]:
+def measure(specs: list[ScaleSpec], num_classes: int) -> list[Complexity]:
     """Build and count each spec (identical networks are counted once); progress on a terminal's stderr."""
     # Imported here so that --help and argument errors answer without importing torch and timm (~3 s).
     from pipeline.models.build import build_model
@@ -115,7 +117,6 @@ def measure(specs: Iterable[ScaleSpec], num_classes: int) -> list[Complexity]:
 
     cache: dict[tuple[str, float, float, int], Complexity] = {}
     results = []
-    specs = list(specs)
     for spec in tqdm(specs, desc="counting", unit="net", disable=None if len(specs) > 1 else True, leave=False):
         key = (spec.base, spec.d, spec.w, spec.resolution)
         if key not in cache:

@@ -61,7 +61,7 @@ def test_help_has_examples():
         (["--strategy", "d", "--scale", "1,,4"], "'1,,4' is not a list of numbers"),
         (["--phi", "nan"], "'nan' is not a list of numbers"),
         (["--strategy", "d"], "--strategy needs flops factors"),
-        (["--variant", "b0", "--alpha", "1.3"], "--alpha only apply with --phi"),
+        (["--variant", "b0", "--alpha", "1.3"], "--alpha given without its mode"),
         (["--variant", "b9"], "unknown variant 'b9'"),
         (["--variant", "b1", "--base", "resnet50"], "named variants are EfficientNet's"),
         (["--strategy", "dWr", "--scale", "4", "--fast-alpha", "1.5"], "fast_alpha must be in [0, 1]"),
