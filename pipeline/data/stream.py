@@ -24,7 +24,8 @@ manifest.
 without webdataset's ``warn_and_continue`` 0.5 s sleep (pitfall 7); samples a broken tar loses are counted
 from the manifest's per-shard counts. A batch is ``(images, labels, skipped)`` where ``skipped`` is the
 number dropped by that worker since its previous batch; batches are emitted one behind, so skips after a
-worker's last sample ride on its last batch and the total is exact.
+worker's last sample ride on its last batch and the total is exact (only a worker whose every sample is
+corrupt has no batch to carry its count; it is still logged).
 """
 
 from __future__ import annotations
@@ -290,6 +291,9 @@ class ShardLoader(DataLoader):
             skipped += int(batch[2])
             if count == self.num_batches:  # Lightning stops calling next() here: report before the last yield
                 self._report(epoch, count, images, skipped, time.perf_counter() - start, wait)
+                # and drop the workers now, not when the next epoch replaces this generator: an endless train
+                # stream's workers would otherwise sit through validation holding prefetched batches
+                batches = iter(())
             yield batch
         if count != self.num_batches:  # an eval stream that lost batches to corrupt samples
             self._report(epoch, count, images, skipped, time.perf_counter() - start, wait)

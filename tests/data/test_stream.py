@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import time
 from collections import Counter
 from pathlib import Path
@@ -77,6 +78,10 @@ def test_single_process_epochs_and_exact_eval(tiny: Path, num_workers: int) -> N
         assert len(set(epochs[-1])) >= 64 - 10
     assert epochs[0] != epochs[1]
     assert train.last_epoch["images"] == 64 and train.last_epoch["images_per_s"] > 0
+    it = iter(train)
+    for _ in range(len(train)):  # as Lightning does: no next() after the last batch
+        next(it)
+    assert train.last_epoch["epoch"] == 2 and not multiprocessing.active_children()  # logged, workers gone
 
     val = dm.loader("val", keys=True)
     keys = keys_of(val)
