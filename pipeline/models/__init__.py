@@ -22,6 +22,7 @@ __all__ = ["Complexity", "build_model", "count_complexity"]
 
 
 def __getattr__(name: str) -> Any:
+    """Import an exported name on first access."""
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)

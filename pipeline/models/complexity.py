@@ -84,7 +84,7 @@ def count_complexity(model: nn.Module, resolution: int, in_chans: int = 3) -> Co
             f"resolution {resolution} is smaller than the network's output stride {stride}; "
             f"use a resolution of at least {stride} px"
         )
-    first = next(model.parameters())
+    first = next(model.parameters(), torch.zeros(()))
     image = torch.zeros(1, in_chans, resolution, resolution, device=first.device, dtype=first.dtype)
     was_training = model.training
     model.eval()
