@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -116,14 +115,6 @@ class _HashingWriter:
         self.f.flush()
 
 
-def _publish(path: Path) -> None:
-    """Give ``path`` the usual permissions (0666 minus umask): atomic writes start from mkstemp's 0600, and
-    shards are usually read by other users' jobs on a cluster."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
-
-
 def _write_tar(path: Path, samples: list[Encoded]) -> str:
     """Write ``samples`` to the tar ``path`` atomically; return the file's SHA-256."""
     digest: list[str] = []
@@ -137,7 +128,6 @@ def _write_tar(path: Path, samples: list[Encoded]) -> str:
         digest.append(hashing.sha256.hexdigest())
 
     atomic_write(path, write)
-    _publish(path)
     return digest[0]
 
 
@@ -277,7 +267,6 @@ def write_shards(
         extra=source.extra(),
     )
     atomic_write_json(out / MANIFEST, obj)
-    _publish(out / MANIFEST)
     log.info(
         "%s: %d shards under %s (%s), %d source images left out; %.1f s in all",
         source.name, sum(len(s.shards) for s in splits.values()), out,
