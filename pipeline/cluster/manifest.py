@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.experiments.results import RESULT_FILE
 from pipeline.io import atomic_write_json
-from pipeline.training.rundir import RESULT_FILE
 
 
 @dataclass(frozen=True)
