@@ -71,12 +71,13 @@ def parser() -> argparse.ArgumentParser:
         "--strategy", nargs="+", choices=STRATEGIES, metavar="S",
         help=f"Dollár et al.'s strategies (one or more of {' '.join(STRATEGIES)}); needs --scale",
     )
-    p.add_argument("--alpha", type=float, help=f"compound depth base α (default {PAPER_ALPHA}; with --phi)")
-    p.add_argument("--beta", type=float, help=f"compound width base β (default {PAPER_BETA}; with --phi)")
-    p.add_argument("--gamma", type=float, help=f"compound resolution base γ (default {PAPER_GAMMA}; with --phi)")
+    for name, symbol, dimension, default in (("alpha", "α", "depth", PAPER_ALPHA), ("beta", "β", "width", PAPER_BETA),
+                                             ("gamma", "γ", "resolution", PAPER_GAMMA)):
+        p.add_argument(f"--{name}", type=float, metavar=symbol,
+                       help=f"compound {dimension} base {symbol} (default {default}; with --phi)")
     p.add_argument("--scale", type=number_list, metavar="LIST", help="flops factors s for --strategy: 1,2,4,16")
     p.add_argument(
-        "--fast-alpha", type=float,
+        "--fast-alpha", type=float, metavar="α",
         help=f"α of fast compound scaling dWr, in [0, 1] (default {DEFAULT_FAST_ALPHA}; with --strategy)",
     )
     p.add_argument("--base", choices=list(BASES), default="efficientnet", help="base network (default efficientnet)")
