@@ -132,8 +132,8 @@ def resolve_spec(
             raise PipelineError(f"named variants are EfficientNet's; use phi or a strategy for base {base!r}")
         v = VARIANTS[key]
         d, w = v.depth, v.width
-        res = v.resolution if base_resolution is None else round_resolution(res0 * v.resolution / 224)
-        r = res / 224
+        r = v.resolution / BASES["efficientnet"].resolution
+        res = v.resolution if base_resolution is None else round_resolution(res0 * r)
         drop = v.dropout
         fields = {"strategy": "variant", "name": key}
     elif phi is not None:
@@ -150,7 +150,9 @@ def resolve_spec(
         d, w, r = strategy_multipliers(strategy, scale, fast_alpha)
         res = round_resolution(res0 * r)
         drop = info.dropout
-        fields = {"strategy": strategy, "name": f"{strategy}-s{_fmt(scale)}", "s": scale,
+        # dWr's α is part of the name only when it is not the paper's, so α sweeps get distinct runs
+        label = strategy if strategy != "dWr" or fast_alpha == DEFAULT_FAST_ALPHA else f"dWr{_fmt(fast_alpha)}"
+        fields = {"strategy": strategy, "name": f"{label}-s{_fmt(scale)}", "s": scale,
                   "fast_alpha": fast_alpha if strategy == "dWr" else None}
     if resolution is not None:
         res = resolution

@@ -86,10 +86,13 @@ def test_one_mechanism_for_all_three_sources() -> None:
     for spec in (variant, compound, fast):
         assert (spec.d, spec.w, spec.resolution) == (1.0, 1.0, 224)
     assert (variant.name, compound.name, fast.name) == ("b0", "phi0", "dWr-s1")
+    assert resolve_spec(strategy="dWr", scale=4, fast_alpha=0.5).name == "dWr0.5-s4"
     assert fast.record()["fast_alpha"] == 0.8 and compound.record()["alpha"] == 1.2
 
 
 def test_base_resolution_for_small_images() -> None:
+    b2 = resolve_spec(variant="b2", base_resolution=64)
+    assert b2.r == pytest.approx(260 / 224) and b2.resolution == round_resolution(64 * 260 / 224) == 76
     spec = resolve_spec(phi=2, base_resolution=32)
     assert spec.resolution == round_resolution(32 * 1.15**2) == 44
     assert resolve_spec(phi=1, base_resolution=32, resolution=64).resolution == 64
