@@ -53,6 +53,19 @@ def training_complete(trainer: Any) -> bool:
     return trainer.max_epochs is not None and trainer.max_epochs > 0 and epochs_done >= trainer.max_epochs
 
 
+def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
+    """``last.ckpt`` after every epoch (first: it is ``trainer.checkpoint_callback``) and ``best.ckpt`` by ``monitor``.
+
+    Two callbacks because Lightning 2.6's ``save_last=True`` only refreshes last.ckpt in epochs where
+    the monitored metric improved, which would resume from a stale epoch.
+    """
+    return [
+        ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max", save_top_k=1,
+                        enable_version_counter=False),
+    ]
+
+
 def _requeue_callbacks() -> list[Callback]:
     """Under a SLURM batch job, the cluster package's requeue-on-signal callback (if that package has it)."""
     if "SLURM_JOB_ID" not in os.environ or importlib.util.find_spec(REQUEUE_MODULE) is None:
@@ -91,13 +104,9 @@ class PipelineCLI(LightningCLI):
         name, group = self.directory.name, self.options.sweep or SINGLE
         run_id = wandb_run_id(self.directory, create=rank_zero_only.rank == 0)
         self.summary = RunSummary(dataset=dataset, extra={"run_name": name, "sweep": group})
-        checkpoint = ModelCheckpoint(
-            dirpath=self.directory / CHECKPOINT_DIR, filename="best", monitor=self.options.monitor, mode="max",
-            save_top_k=1, save_last=True, enable_version_counter=False,
-        )
         trainer_config = self.config_init[self.subcommand].trainer
-        trainer_config.callbacks = [*(trainer_config.callbacks or []), checkpoint, self.summary,
-                                    *_requeue_callbacks()]
+        trainer_config.callbacks = [*(trainer_config.callbacks or []), *checkpoint_callbacks(
+            self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, *_requeue_callbacks()]
         plugins = trainer_config.plugins or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
         if SLURMEnvironment.detect():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 DEFAULT_WANDB_MODE = "offline"
 
@@ -13,6 +16,28 @@ DEFAULT_WANDB_MODE = "offline"
 def wandb_mode() -> str:
     """W&B mode: ``$WANDB_MODE`` when set (online, offline, disabled), else offline (``wandb sync`` later)."""
     return os.environ.get("WANDB_MODE") or DEFAULT_WANDB_MODE
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; this one keeps it so a resumed run appends."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])  # earlier columns stay in the header
+
+
+class ResumableCSVLogger(CSVLogger):
+    """A CSVLogger whose ``metrics.csv`` survives restarts (requeues, ``--ckpt_path last``)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        """The appending writer (created on first use, rank 0 only)."""
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def build_loggers(directory: Path, name: str, group: str, project: str, run_id: str | None) -> list[Logger]:
@@ -25,5 +50,4 @@ def build_loggers(directory: Path, name: str, group: str, project: str, run_id: 
         name=name, save_dir=str(directory), id=run_id, project=project, group=group,
         resume="allow", mode=wandb_mode(), job_type="train",
     )
-    csv = CSVLogger(save_dir=str(directory), name="", version="")
-    return [wandb, csv]
+    return [wandb, ResumableCSVLogger(save_dir=str(directory), name="", version="")]

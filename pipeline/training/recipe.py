@@ -64,9 +64,10 @@ class Recipe:
             raise PipelineError(f"recipe.label_smoothing must be in [0, 1) (got {self.label_smoothing})")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise PipelineError(f"recipe.ema_decay must be in (0, 1) or null to disable (got {self.ema_decay})")
-        if self.bn_momentum is not None and not 0 < self.bn_momentum < 1:
-            raise PipelineError(
-                f"recipe.bn_momentum is PyTorch's (1 - TF decay) and must be in (0, 1) (got {self.bn_momentum})"
+        if self.bn_momentum is not None and not 0 < self.bn_momentum <= 0.5:
+            raise PipelineError(  # 0.99 is TF's decay written in the wrong convention
+                f"recipe.bn_momentum is PyTorch's (1 - TF decay, e.g. 0.01 for TF's 0.99) and must be in (0, 0.5] "
+                f"(got {self.bn_momentum})"
             )
         if self.mixup < 0 or self.cutmix < 0:
             raise PipelineError("recipe.mixup and recipe.cutmix must be >= 0 (0 turns them off)")

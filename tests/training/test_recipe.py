@@ -1,0 +1,93 @@
+"""The EfficientNet recipe is built from timm's own objects with the paper's hyper-parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.optim import RMSpropTF
+from timm.scheduler import StepLRScheduler
+from timm.utils import ModelEmaV3
+
+from pipeline.errors import PipelineError
+from pipeline.training.module import ScaledClassifier
+from pipeline.training.recipe import Recipe, build_ema, build_loss, build_optimizer, build_scheduler, scaled_lr
+
+
+@pytest.fixture(scope="module")
+def module() -> ScaledClassifier:
+    return ScaledClassifier(strategy="w", scale=0.25, base_resolution=32, num_classes=10)
+
+
+def test_lr_scales_linearly_with_the_global_batch() -> None:
+    recipe = Recipe()
+    assert scaled_lr(recipe, 256) == pytest.approx(0.016)
+    assert scaled_lr(recipe, 4096) == pytest.approx(0.256)  # the paper's TPU batch
+    assert scaled_lr(recipe, 64) == pytest.approx(0.004)
+    with pytest.raises(PipelineError):
+        scaled_lr(recipe, 0)
+
+
+def test_optimizer_is_timm_rmsproptf_with_the_papers_settings(module: ScaledClassifier) -> None:
+    opt = build_optimizer(module.model, Recipe(), global_batch=512)
+    assert type(opt) is RMSpropTF
+    for group in opt.param_groups:
+        assert group["lr"] == pytest.approx(0.032)
+        assert group["alpha"] == 0.9 and group["momentum"] == 0.9 and group["eps"] == 1e-3
+    decays = sorted({g["weight_decay"] for g in opt.param_groups})
+    assert decays == [0.0, 1e-5]  # timm: no decay on biases and norm weights
+
+
+def test_scheduler_is_timm_step_per_update_with_fractional_decay_epochs(module: ScaledClassifier) -> None:
+    opt = build_optimizer(module.model, Recipe(), global_batch=256)
+    updates = 100
+    sched = build_scheduler(opt, Recipe(), epochs=350, updates_per_epoch=updates)
+    assert type(sched) is StepLRScheduler and not sched.t_in_epochs
+    assert sched.warmup_t == 5 * updates and sched.decay_t == pytest.approx(2.4 * updates)
+    assert sched.decay_rate == 0.97
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)  # warm-up starts low
+    sched.step_update(num_updates=5 * updates)  # decay counts from step 0, as TF's exponential_decay
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.016 * 0.97**2)
+    sched.step_update(num_updates=int(2.4 * updates * 10))  # 10 decays at 24 epochs
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.016 * 0.97**10)
+
+
+def test_ema_loss_and_bn_momentum(module: ScaledClassifier) -> None:
+    assert isinstance(module.ema, ModelEmaV3) and module.ema.decay == 0.9999
+    assert not any(p.requires_grad for p in module.ema.parameters())  # DDP must not wait for EMA grads
+    loss, mixup = build_loss(Recipe(), 10)
+    assert isinstance(loss, LabelSmoothingCrossEntropy) and loss.smoothing == 0.1 and mixup is None
+    bns = [m for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.01 for m in bns)  # TF decay 0.99
+    assert module.spec.drop_path == 0.2
+    assert build_ema(module.model, Recipe(ema_decay=None)) is None
+
+
+def test_ema_follows_the_weights() -> None:
+    model = torch.nn.Linear(2, 2)
+    ema = build_ema(model, Recipe(ema_decay=0.5))
+    assert ema is not None
+    before = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=10)
+    assert torch.allclose(ema.module.weight, before + 0.5)
+
+
+@pytest.mark.parametrize("bad", [
+    {"lr_per_256": 0.0}, {"label_smoothing": 1.0}, {"ema_decay": 1.0}, {"bn_momentum": 0.99}, {"mixup": -1.0},
+])
+def test_impossible_recipes_are_refused(bad: dict) -> None:
+    with pytest.raises(PipelineError):
+        Recipe(**bad).check()
+
+
+def test_cosine_recipe_builds() -> None:
+    model = torch.nn.Linear(2, 2)
+    recipe = Recipe(opt="adamw", opt_kwargs={}, sched="cosine", warmup_epochs=0.5, weight_decay=0.05)
+    opt = build_optimizer(model, recipe, 256)
+    sched = build_scheduler(opt, recipe, epochs=2, updates_per_epoch=10)
+    sched.step_update(num_updates=20)
+    assert math.isclose(opt.param_groups[0]["lr"], recipe.min_lr, abs_tol=1e-9)
