@@ -106,8 +106,9 @@ class RequeueOnSignal(Callback):
         if trainer.is_global_zero:
             why = self.signal.name if code == _REQUEUE else "SIGTERM"
             rank_zero_info(f"RequeueOnSignal: {why} → saved {path} at global step {trainer.global_step}")
+            self._close_wandb(trainer, preempting=requeue)
             if requeue:
-                self._requeue(trainer)
+                self._requeue()
         # Lightning's own exit for a SIGTERM: tears the trainer down, skips everything after fit, exit status 0.
         raise SIGTERMException
 
@@ -127,10 +128,23 @@ class RequeueOnSignal(Callback):
         return path
 
     @staticmethod
-    def _requeue(trainer: pl.Trainer) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.mark_preempting()
+    def _close_wandb(trainer: pl.Trainer, preempting: bool) -> None:
+        """Finish the W&B run and stop W&B's service process now, before a requeue or cancel SIGTERMs them.
+
+        The next start resumes the same run (the training CLI keeps its id in the run directory).
+        """
+        runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not runs:
+            return
+        import wandb
+
+        if preempting:
+            for run in runs:
+                run.mark_preempting()
+        wandb.teardown()
+
+    @staticmethod
+    def _requeue() -> None:
         job_id = os.environ["SLURM_JOB_ID"]
         try:
             done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
