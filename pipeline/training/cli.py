@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,8 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: list[str]) -> int:
     """Run ``argv`` = [fit|validate|test, options…]; config mistakes raise PipelineError (one line, exit 2)."""
+    # argv is the command line itself (the dispatcher passes it on), not a second set of arguments
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         PipelineCLI(
             ScaledClassifier, ShardDataModule,

@@ -112,12 +112,19 @@ class ScaledClassifier(pl.LightningModule):
         return int(batch_size) * trainer.world_size * trainer.accumulate_grad_batches
 
     def updates_per_epoch(self) -> int:
-        """Optimizer updates per epoch on each rank (train batches ÷ gradient accumulation)."""
+        """Optimizer updates per epoch on each rank (train batches ÷ gradient accumulation).
+
+        Measured on a loader of our own: ``trainer.estimated_stepping_batches`` would create the fit
+        loop's train iterator here, before a resumed run's loop state is restored, so it would start
+        the wrong epoch's data order. ``limit_train_batches`` is applied as Lightning applies it.
+        """
         trainer = self.trainer
-        trainer.estimated_stepping_batches  # noqa: B018  (sets up the train loader so its length is known)
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches):
-            raise PipelineError("the train loader has no length; the lr schedule needs batches per epoch")
+        try:
+            batches = len(trainer.datamodule.train_dataloader())
+        except TypeError as err:
+            raise PipelineError("the train loader has no length; the lr schedule needs batches per epoch") from err
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
         return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
 
     def configure_optimizers(self) -> dict[str, Any]:

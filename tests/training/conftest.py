@@ -24,7 +24,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_pipeline(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_pipeline(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``python -m pipeline.cli ARGS`` as a user would run it (W&B offline, no network)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=full_env,

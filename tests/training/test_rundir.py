@@ -23,7 +23,7 @@ def test_run_dir_layout_and_bad_names(tmp_path: Path) -> None:
     spec = resolve_spec(phi=0.5)
     assert run_dir(RunOptions(root=str(tmp_path)), spec) == tmp_path / "single" / "compound-phi0.5"
     assert run_dir(RunOptions(root=str(tmp_path), sweep="grid", name="x"), spec) == tmp_path / "grid" / "x"
-    with pytest.raises(PipelineError, match="run.name"):
+    with pytest.raises(PipelineError, match=r"run\.name"):
         run_dir(RunOptions(name="../escape"), spec)
 
 
