@@ -114,7 +114,7 @@ def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
     job = Job.from_env(env)
     check_tasks_per_node(job.tasks_per_node, job.gpus_per_node)
     parse_signal(env.get(SIGNAL_ENV) or "USR1")
-    if requeue_enabled():
+    if requeue_enabled(env):
         check_scontrol(job.job_id)
     if mode == "array":
         if job.array_index is None:

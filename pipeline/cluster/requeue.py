@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal as signals
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,9 +43,9 @@ def parse_signal(name: str) -> signals.Signals:
     return sig
 
 
-def requeue_enabled() -> bool:
+def requeue_enabled(env: Mapping[str, str] = os.environ) -> bool:
     """Requeue only inside a SLURM job, and not when the submitter turned it off (``CLUSTER_REQUEUE=0``)."""
-    return "SLURM_JOB_ID" in os.environ and os.environ.get(REQUEUE_ENV, "1") != "0"
+    return "SLURM_JOB_ID" in env and env.get(REQUEUE_ENV, "1") != "0"
 
 
 class RequeueOnSignal(Callback):
