@@ -139,10 +139,14 @@ class RequeueOnSignal(Callback):
             return
         import wandb
 
-        if preempting:
-            for run in runs:
-                run.mark_preempting()
-        wandb.teardown()
+        try:
+            if preempting:
+                for run in runs:
+                    run.mark_preempting()
+            wandb.teardown()
+        except Exception as err:  # scancel SIGTERMs W&B's service process too; the checkpoint is what matters
+            rank_zero_warn(f"RequeueOnSignal: W&B did not close cleanly ({type(err).__name__}: {err}); "
+                           "the offline run keeps what it logged and the next start resumes it")
 
     @staticmethod
     def _requeue() -> None:
