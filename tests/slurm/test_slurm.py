@@ -1,7 +1,8 @@
 """slurm/*.sbatch and ``pipeline submit`` against a real two-node SLURM cluster (see conftest.py).
 
 (a) train.sbatch trains the demo config on 2 nodes × 1 task (DDP over gloo across the nodes);
-(b) a USR1 mid-epoch checkpoints, requeues and resumes to the same step count and W&B run;
+(b) a USR1 mid-epoch checkpoints, requeues and resumes to the same step count and W&B run (twice);
+plain scancel checkpoints and does not requeue;
 (c) a 3-entry manifest runs as a throttled job array, and re-submitting it finds nothing to do;
 (d) mismatched or impossible requests are refused before sbatch, or at the top of the job.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cluster.manifest import RunEntry, write_manifest
+from pipeline.training.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 HERE = Path(__file__).parent
@@ -118,6 +120,21 @@ def test_b_preempted_run_requeues_and_resumes(slurm_cluster, shards: Path, unint
     assert global_step(run_dir) == global_step(uninterrupted) == EPOCHS * BATCHES
     result = json.loads((run_dir / "result.json").read_text())
     assert wandb_runs(run_dir) == [result["wandb_run_id"]] * (PREEMPTIONS + 1)  # one W&B run, resumed
+
+
+def test_scancel_checkpoints_without_requeue(slurm_cluster, shards: Path, tmp_path: Path) -> None:
+    """Plain scancel (SIGTERM to every process of the job, W&B's service included): last.ckpt is saved."""
+    job = slurm_cluster.sbatch("--cpus-per-task=1", TRAIN, DEMO, *small(shards), cwd=tmp_path)
+    log = tmp_path / f"slurm-train-{job}.out"
+    wait_for(log, "RequeueOnSignal: SIGUSR1 checkpoints and requeues", 1, timeout=240)
+    slurm_cluster.run("scancel", str(job))
+    info = slurm_cluster.wait(job, timeout=120)
+    text = log.read_text()
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", text[-5000:]
+    saved = int(re.search(r"SIGTERM → saved (\S+) at global step (\d+)", text).group(2))
+    run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved >= 1
+    assert "requeued" not in text and not (run_dir / "result.json").exists()
 
 
 def test_c_manifest_runs_as_throttled_array(slurm_cluster, shards: Path, tmp_path: Path) -> None:
