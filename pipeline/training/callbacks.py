@@ -44,6 +44,7 @@ class RunSummary(Callback):
             **module.spec.record(), "dataset": self.dataset, **self.extra,
             "params": c.params, "flops": c.flops, "acts": c.acts,
             "world_size": trainer.world_size, "global_batch": module.global_batch(),
+            "recipe": module.recipe.record(),
         }
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

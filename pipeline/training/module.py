@@ -67,7 +67,9 @@ class ScaledClassifier(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # the loggers get the resolved config from RunSummary instead: these raw init args would
+        # overwrite its keys (``strategy`` here is the Dollár argument, None for a compound run)
+        self.save_hyperparameters(logger=False)
         self.spec: ScaleSpec = resolve_spec(
             base=base, variant=variant, phi=phi, alpha=alpha, beta=beta, gamma=gamma, strategy=strategy,
             scale=scale, fast_alpha=fast_alpha, base_resolution=base_resolution, resolution=resolution,
