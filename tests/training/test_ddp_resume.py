@@ -73,6 +73,8 @@ def test_resume_continues_from_the_same_step_with_optimizer_scheduler_and_ema(ru
     opt_state = resumed["optimizer_states"][0]["state"]
     assert all(int(s["step"]) == 2 * STEPS_PER_EPOCH for s in opt_state.values())  # AdamW moments carried over
     assert resumed["lr_schedulers"][0] == whole["lr_schedulers"][0]  # timm scheduler state
+    # lr_per_256 × global batch (16 per rank × 2 ranks) / 256
+    assert resumed["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(0.008 * 32 / 256)
     ema = [k for k in resumed["state_dict"] if k.startswith("ema.module.")]
     moved = [k for k in ema if not torch.equal(resumed["state_dict"][k], runs.first["state_dict"][k])]
     assert moved  # the EMA kept averaging after the resume

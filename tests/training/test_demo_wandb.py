@@ -55,6 +55,7 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
             assert run["summary"][key] == result[key]
         assert run["config"]["phi"] == phi and run["config"]["strategy"] == "compound"
         assert run["config"]["dataset"] == digits.name and run["config"]["world_size"] == 2
+        assert run["config"]["global_batch"] == 64 and run["config"]["recipe"]["opt"] == "adamw"
         assert run["config"]["resolution"] == result["resolution"]
         assert 0 <= run["summary"]["top1"] <= 1 and run["summary"]["top1"] == pytest.approx(result["top1"])
         for key in ("val/top1", "val/top1_ema", "train/loss_epoch", "perf/images_per_s", "train/skipped"):

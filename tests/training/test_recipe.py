@@ -91,3 +91,21 @@ def test_cosine_recipe_builds() -> None:
     sched = build_scheduler(opt, recipe, epochs=2, updates_per_epoch=10)
     sched.step_update(num_updates=20)
     assert math.isclose(opt.param_groups[0]["lr"], recipe.min_lr, abs_tol=1e-9)
+
+
+@pytest.mark.slow
+def test_lr_follows_batch_times_accumulation_in_a_real_trainer(digits) -> None:
+    import pytorch_lightning as pl
+
+    from pipeline.data.datamodule import ShardDataModule
+
+    data = ShardDataModule(str(digits), resolution=32, batch_size=8, num_workers=0)
+    module = ScaledClassifier(strategy="w", scale=0.25, base_resolution=32, num_classes=data.num_classes)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=8, limit_val_batches=0,
+                         accumulate_grad_batches=4, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, data)
+    assert module.global_batch() == 8 * 1 * 4
+    assert trainer.global_step == 2  # 8 batches / 4 accumulated
+    group = trainer.optimizers[0].param_groups[0]
+    assert group["initial_lr"] == pytest.approx(0.016 * 32 / 256)
