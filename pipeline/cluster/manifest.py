@@ -49,10 +49,11 @@ def read_manifest(path: str | Path) -> list[RunEntry]:
         raise PipelineError(f'run manifest {path} needs a non-empty "runs" list')
     runs = []
     for i, entry in enumerate(entries):
-        try:
-            run = RunEntry(**entry)
-        except TypeError as err:
-            raise PipelineError(f"run manifest {path}, entry {i}: {err} (keys: config, run_dir, overrides)") from None
+        keys = set(entry) if isinstance(entry, dict) else set()
+        if not {"config", "run_dir"} <= keys <= {"config", "run_dir", "overrides"}:
+            raise PipelineError(f"run manifest {path}, entry {i}: needs keys config and run_dir (and optionally "
+                                f"overrides), got {sorted(keys) or entry!r}")
+        run = RunEntry(**entry)
         if not (isinstance(run.config, str) and isinstance(run.run_dir, str) and isinstance(run.overrides, list)
                 and all(isinstance(o, str) for o in run.overrides)):
             raise PipelineError(f"run manifest {path}, entry {i}: config and run_dir must be strings, "

@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     if done.returncode:
-        raise PipelineError(f"sbatch refused the job: {done.stderr.strip()}")
+        raise PipelineError(f"sbatch refused the job: {'; '.join(done.stderr.strip().splitlines())}")
     job_id = done.stdout.strip().split(";")[0]
     print(job_id)
     print(f"pipeline submit: job {job_id} ({args.nodes} node(s) × {tasks} task(s), "
