@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIPELINE := $(VENV)/bin/pipeline
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-quick lint bench complexity slurm-train clean
+.PHONY: help install demo test test-quick test-slurm lint bench complexity slurm-train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -25,11 +25,15 @@ install: $(VENV)/.ready  ## create the virtualenv (once per pin set) and install
 demo: install  ## the main job: embedded digits shards, φ = 0,1,2 with 2-process DDP on CPU, W&B offline
 	$(PIPELINE) demo
 
-test: install  ## every test, slow and SLURM ones included (what CI runs)
+test: install  ## ruff, then every test, slow and SLURM ones included (what CI runs)
+	$(VENV)/bin/ruff check pipeline tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: install  ## the fast subset for local work (no DDP, training or SLURM tests)
 	$(PY) -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+test-slurm: install  ## only the SLURM tests: a real 2-node cluster on this machine (root; installs slurm + munge)
+	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check pipeline tests bench
