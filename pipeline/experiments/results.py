@@ -77,3 +77,28 @@ def format_table(records: Iterable[dict[str, Any]], columns: Sequence[str]) -> s
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+TABLE_COLUMNS = ("sweep", "run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts",
+                 "top1", "top1_ema", "images_per_s", "gpu_hours")
+
+
+def main(argv: list[str]) -> int:
+    """``pipeline results [ROOT…]``: a table of every finished run under ROOT (default ``runs``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="pipeline results", description="Table of the finished runs' result records.")
+    p.add_argument("roots", nargs="*", type=Path, default=[Path("runs")], help="run roots or sweep dirs (default runs)")
+    p.add_argument("--columns", nargs="+", default=list(TABLE_COLUMNS), help="record keys to show")
+    args = p.parse_args(argv[1:])
+    records = [r for root in args.roots for r in read_results(root)]
+    if not records:
+        raise PipelineError(f"no result.json under {', '.join(map(str, args.roots))}; finished runs write one")
+    print(format_table(records, args.columns))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(["results", *sys.argv[1:]]))

@@ -37,3 +37,13 @@ def test_table() -> None:
     table = format_table([record("a", 0.931)], ["run_name", "params", "flops", "top1", "top5"]).splitlines()
     assert table[0].split() == ["run_name", "params", "flops", "top1", "top5"]
     assert table[2].split() == ["a", "4.02M", "8.48M", "93.1%", "-"]
+
+
+def test_results_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.experiments.results import main
+
+    write_result(tmp_path / "demo" / "a", record("a", 0.9))
+    assert main(["results", str(tmp_path), "--columns", "run_name", "top1"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split() == ["a", "90.0%"]
+    with pytest.raises(PipelineError, match=r"no result\.json"):
+        main(["results", str(tmp_path / "empty")])
