@@ -157,7 +157,8 @@ class ScaledClassifier(pl.LightningModule):
         if self.mixup is not None:
             images, targets = self.mixup(images, labels)
         loss = self.criterion(self(images), targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(labels))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
@@ -172,12 +173,13 @@ class ScaledClassifier(pl.LightningModule):
     def _evaluate(self, batch: Batch, stage: str, acc: MetricCollection, acc_ema: MetricCollection) -> None:
         images, labels, _ = batch
         logits = self(images)
-        self.log(f"{stage}/loss", self.eval_loss(logits, labels), on_epoch=True, sync_dist=True)
+        n = len(labels)
+        self.log(f"{stage}/loss", self.eval_loss(logits, labels), on_epoch=True, sync_dist=True, batch_size=n)
         acc.update(logits, labels)
-        self.log_dict(acc, on_epoch=True)
+        self.log_dict(acc, on_epoch=True, batch_size=n)
         if self.ema is not None:
             acc_ema.update(self.ema.module(images.contiguous(memory_format=self.memory_format)), labels)
-            self.log_dict(acc_ema, on_epoch=True)
+            self.log_dict(acc_ema, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Top-1/top-5 of the raw and the EMA weights."""
