@@ -1,8 +1,12 @@
-# One virtualenv per set of pins, kept outside the clone (it is ~5.8 GB: torch's CUDA build).
-# Every target that runs code depends on `install`, so `make demo` / `make test` work on a fresh machine.
+# The heavy dependencies live in one virtualenv per set of pins, kept outside the clone (~5.8 GB:
+# torch's CUDA build) and shared by every clone on the machine; its path carries the pins' hash, so
+# a change of pins makes a new one. Each clone gets a small .venv of its own that sees those packages
+# and holds this clone's editable install, so two clones never re-point each other's `pipeline`.
+# Every target that runs code depends on `install`: `make demo` / `make test` work on a fresh machine.
 PYTHON ?= python3
 PINS   := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
-VENV   ?= $(HOME)/.cache/pipeline-venv/$(PINS)
+DEPS   ?= $(HOME)/.cache/pipeline-venv/$(PINS)
+VENV   := $(CURDIR)/.venv
 PY     := $(VENV)/bin/python
 PIPELINE := $(VENV)/bin/pipeline
 PYTEST_ARGS ?=
@@ -12,21 +16,28 @@ PYTEST_ARGS ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-$(VENV)/.ready: requirements.txt requirements-dev.txt
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
+# No prerequisites on purpose: the pins' hash is in the path (file times differ in every fresh clone).
+$(DEPS)/.ready:
+	rm -rf $(DEPS)
+	$(PYTHON) -m venv $(DEPS)
+	$(DEPS)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.ready  ## create the virtualenv (once per pin set) and install this clone into it
-	@$(PY) -I -c "import pipeline, pathlib, sys; sys.exit(pathlib.Path(pipeline.__file__).resolve() != pathlib.Path('$(CURDIR)/pipeline/__init__.py').resolve())" 2>/dev/null \
-	  || $(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+$(VENV)/.ready: $(DEPS)/.ready pyproject.toml
+	rm -rf $(VENV)
+	$(DEPS)/bin/python -m venv --without-pip $(VENV)
+	echo "import site; site.addsitedir('$$($(DEPS)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pipeline-deps.pth"
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.ready  ## create the shared dependency virtualenv (once per pin set) and this clone's .venv
 
 demo: install  ## the main job: embedded digits shards, φ = 0,1,2 with 2-process DDP on CPU, W&B offline
 	$(PIPELINE) demo
 
 test: install  ## ruff, then every test, slow and SLURM ones included (what CI runs)
-	$(VENV)/bin/ruff check pipeline tests bench
+	$(DEPS)/bin/ruff check pipeline tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: install  ## the fast subset for local work (no DDP, training or SLURM tests)
@@ -36,7 +47,7 @@ test-slurm: install  ## only the SLURM tests: a real 2-node cluster on this mach
 	$(PY) -m pytest -m slurm $(PYTEST_ARGS)
 
 lint: install  ## ruff
-	$(VENV)/bin/ruff check pipeline tests bench
+	$(DEPS)/bin/ruff check pipeline tests bench
 
 bench: install  ## benchmarks: ratios against their peers, measured side by side
 	$(PY) -m bench
