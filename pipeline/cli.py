@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("pipeline.training.cli", "evaluate a checkpoint on the test split"),
     "complexity": ("pipeline.models.complexity_cli", "flops/params/activations for variants, φ or strategies"),
     "shards": ("pipeline.data.shards_cli", "write webdataset shards from a dataset's on-disk format"),
+    "results": ("pipeline.experiments.results", "table of finished runs' result records"),
     "demo": ("pipeline.experiments.demo", "the embedded demo: digits shards, φ = 0,1,2 with 2-process DDP"),
     "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
 }

@@ -165,7 +165,10 @@ class ShardDataModule(pl.LightningDataModule):
                     f"to evaluate with {stream.world_size} ranks × {max(self.num_workers, 1)} workers; "
                     "lower data.num_workers or use fewer ranks"
                 )
-        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
+        # epochs processed, not trainer.current_epoch: when a resumed run creates its iterator, current_epoch
+        # still names the checkpoint's epoch, which would replay that epoch's order
+        trainer = self.trainer
+        epoch_fn = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
         return ShardLoader(
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
             epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),

@@ -89,10 +89,6 @@ def test_one_wandb_run_and_no_credentials(runs: Runs) -> None:
     assert (runs.resumed / "result.json").is_file() and (runs.resumed / "config.yaml").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ShardDataModule's train loader takes its epoch from trainer.current_epoch, which is still the previous "
-    "epoch when Lightning creates a resumed run's iterator, so epoch 0's order is replayed; with "
-    "trainer.fit_loop.epoch_progress.current.processed the resumed run is bit-exact (measured: max |Δw| = 0)"))
 def test_resumed_run_is_bit_exact_with_the_uninterrupted_run(runs: Runs) -> None:
     resumed = load_checkpoint(runs.resumed / "checkpoints" / "last.ckpt")["state_dict"]
     whole = load_checkpoint(runs.whole / "checkpoints" / "last.ckpt")["state_dict"]
