@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,8 @@ PHIS = (0, 1)
 
 def read_wandb_run(run_file: Path) -> dict[str, dict]:
     """Config, summary and history keys of an offline run, decoded by ``wandb leet inspect --json``."""
-    wandb = shutil.which("wandb", path=str(Path(sys.executable).parent))
-    assert wandb, "the wandb CLI is installed with the wandb package"
-    out = subprocess.run([wandb, "leet", "inspect", "--json", str(run_file)], capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_file)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
     run: dict[str, dict] = {"config": {}, "summary": {}, "history": {}}
     for line in out.splitlines():
         record = json.loads(line)
