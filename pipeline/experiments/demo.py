@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.experiments.plots import plot_scaling
 from pipeline.experiments.results import format_table, read_result
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,6 +101,7 @@ def main(argv: list[str]) -> int:
               f"in {time.perf_counter() - t0:.0f} s", flush=True)
     print()
     print(format_table(records, COLUMNS))
+    print(f"\nplot (top-1 over flops and activations): {plot_scaling(records, args.out / SWEEP / 'scaling.png')}")
     print(f"\nruns: {args.out / SWEEP}/<run>/ (config.yaml, checkpoints/, metrics.csv, result.json, wandb/)")
     print(f"W&B (offline): wandb sync {args.out / SWEEP}/*/wandb/offline-run-*   (once logged in)")
     print(f"total wall time: {time.perf_counter() - started:.0f} s")

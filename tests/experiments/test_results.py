@@ -47,3 +47,17 @@ def test_results_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().out.splitlines()[2].split() == ["a", "90.0%"]
     with pytest.raises(PipelineError, match=r"no result\.json"):
         main(["results", str(tmp_path / "empty")])
+
+
+def test_plot_of_accuracy_over_costs(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pipeline.experiments.plots import plot_scaling
+
+    records = [dict(record(f"compound-phi{i}", 0.8 + i / 100), strategy="compound", flops=8e6 * 2**i, acts=1e5 * 2**i)
+               for i in range(3)]
+    path = plot_scaling([*records, record("unfinished", None)], tmp_path / "plots" / "scaling.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (1200, 480)
+    with pytest.raises(PipelineError, match="no finished run"):
+        plot_scaling([record("unfinished", None)], tmp_path / "none.png")

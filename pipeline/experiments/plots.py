@@ -1,0 +1,45 @@
+"""Accuracy against cost: top-1 over flops and over activations, one line per strategy (the papers' plots)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_write
+
+COSTS = (("flops", "flops (multiply-adds)"), ("acts", "activations"))
+
+
+def plot_scaling(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write a PNG with top-1 (raw, %) over flops and over activations, log x, one line per strategy.
+
+    Each point is labelled with its run name; records without top-1 or costs are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: cluster nodes have no display
+    import matplotlib.pyplot as plt
+
+    points = [r for r in records if r.get("top1") is not None and r.get("flops") and r.get("acts")]
+    if not points:
+        raise PipelineError("no finished run with top1, flops and acts to plot")
+    fig, axes = plt.subplots(1, len(COSTS), figsize=(10, 4), sharey=True, constrained_layout=True)
+    for ax, (key, label) in zip(axes, COSTS, strict=True):
+        for strategy in sorted({str(r.get("strategy")) for r in points}):
+            line = sorted((r for r in points if str(r.get("strategy")) == strategy), key=lambda r: r[key])
+            xs, ys = [r[key] for r in line], [100 * r["top1"] for r in line]
+            ax.plot(xs, ys, marker="o", label=strategy)
+            for r, x, y in zip(line, xs, ys, strict=True):
+                ax.annotate(str(r.get("run_name")), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("top-1 (%)")
+    axes[0].legend(title="strategy")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
