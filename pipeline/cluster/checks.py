@@ -8,7 +8,6 @@ immediate refusal instead of a job that hangs until its time limit.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import re
 import shutil
@@ -23,7 +22,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.scaling import ScaleSpec
-from pipeline.scaling.spec import resolve_spec
+from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.rundir import RunOptions, run_dir
 
 # Set from the allocation by the launcher; a second value on the command line would disagree with it.
@@ -127,9 +126,8 @@ def parse_config(config: str, overrides: list[str]) -> dict[str, Any]:
 def resolve_run(config: str, overrides: list[str]) -> ResolvedRun:
     """Parse the config, resolve its scaling spec and its run directory (PipelineError for either)."""
     resolved = parse_config(config, overrides)
-    spec_keys = inspect.signature(resolve_spec).parameters
     try:
-        spec = resolve_spec(**{k: v for k, v in resolved["model"].items() if k in spec_keys})
+        spec = resolve_spec(**{k: v for k, v in resolved["model"].items() if k in SPEC_KEYS})
         directory = run_dir(RunOptions(**resolved["run"]), spec)
     except PipelineError as err:
         raise PipelineError(f"{config}: {err}") from None

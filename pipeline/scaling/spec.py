@@ -6,6 +6,7 @@ Named variants (B0–B7), compound φ and Dollár strategies all become a ScaleS
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 
 from pipeline.errors import PipelineError
@@ -166,3 +167,7 @@ def resolve_spec(
         dropout=drop if dropout is None else dropout, drop_path=drop_path,
         **fields,  # type: ignore[arg-type]
     )
+
+
+# The keyword arguments of resolve_spec: the config keys that describe a point in scaling space.
+SPEC_KEYS: tuple[str, ...] = tuple(inspect.signature(resolve_spec).parameters)

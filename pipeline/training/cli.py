@@ -27,15 +27,13 @@ from pipeline.data.datamodule import ShardDataModule
 from pipeline.errors import PipelineError
 from pipeline.experiments.results import git_commit, write_result
 from pipeline.scaling import ScaleSpec
-from pipeline.scaling.spec import resolve_spec
+from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.callbacks import RunSummary
 from pipeline.training.checkpoint import AtomicCheckpointIO
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.rundir import CHECKPOINT_DIR, SINGLE, RunOptions, run_dir, wandb_run_id
 
-SPEC_KEYS = ("base", "variant", "phi", "alpha", "beta", "gamma", "strategy", "scale", "fast_alpha",
-             "base_resolution", "resolution", "dropout", "drop_path")
 REQUEUE_MODULE = "pipeline.cluster.requeue"  # the SLURM engineer's requeue-on-signal callback
 
 
