@@ -33,6 +33,7 @@ from pipeline.training.checkpoint import AtomicCheckpointIO
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.rundir import CHECKPOINT_DIR, SINGLE, RunOptions, run_dir, wandb_run_id
+from pipeline.training.syncbn import check_sync_batchnorm, layer_sync_plugins
 
 REQUEUE_MODULE = "pipeline.cluster.requeue"  # the SLURM engineer's requeue-on-signal callback
 
@@ -93,6 +94,8 @@ class PipelineCLI(LightningCLI):
         config = self.config[self.subcommand]
         self.spec = resolve_spec(**{k: config.model[k] for k in SPEC_KEYS})
         self.options = RunOptions(**config.run)
+        if self.subcommand == "fit":  # the layer sync applies only while fitting
+            check_sync_batchnorm(config.trainer.sync_batchnorm, config.trainer.accelerator)
         self.directory = run_dir(self.options, self.spec)
         config.trainer.default_root_dir = str(self.directory)
 
@@ -107,7 +110,8 @@ class PipelineCLI(LightningCLI):
         trainer_config.callbacks = [*(trainer_config.callbacks or []), *checkpoint_callbacks(
             self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, *_requeue_callbacks()]
         plugins = trainer_config.plugins or []
-        plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
+        plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO(),
+                   *layer_sync_plugins(config.trainer.sync_batchnorm)]
         if SLURMEnvironment.detect():
             # our requeue callback checkpoints outside the signal handler; Lightning's own would race it
             plugins.append(SLURMEnvironment(auto_requeue=False))
