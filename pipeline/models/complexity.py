@@ -10,14 +10,16 @@ The convention (Dollár et al.'s pycls ``complexity``; the EfficientNet paper's 
 - **acts**: elements of every convolution's output plus every linear layer's output (the bases have one
   linear layer, the classifier).
 
-Counted per image (batch 1) by tracing the model with fvcore's ``JitModelAnalysis`` and explicit op
-handles; every op without a handle counts zero by design.
+Counted per image (batch 1) with torch's ``FlopCounterMode`` and formulas of our own for the ops that
+conv and linear layers dispatch to (``aten.convolution``; ``aten.addmm`` with a bias, ``aten.mm``
+without): torch's default formulas count 2 FLOPs per multiply-add and no bias. Two counters with one
+formula set each (multiply-adds, output elements) run nested over one eager forward pass; only the ops
+below are read from them, so any other op counts zero by design. A compiled module is refused: its
+graph would dispatch fused or decomposed ops that these formulas do not see.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
@@ -25,16 +27,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.errors import PipelineError
 
-with warnings.catch_warnings():
-    # fvcore.nn's __init__ jit-scripts its focal loss, which torch >= 2.10 flags as deprecated on import.
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    from fvcore.nn.jit_analysis import JitModelAnalysis
-    from fvcore.nn.jit_handles import conv_flop_jit, get_shape, linear_flop_jit
-
-Handle = Callable[[list[Any], list[Any]], Counter]
+aten = torch.ops.aten
+Shape = list[int]
 
 
 @dataclass(frozen=True)
@@ -46,25 +44,35 @@ class Complexity:
     acts: int
 
 
-def _cost_handle(mac_handle: Callable[[list[Any], list[Any]], Any]) -> Handle:
-    """Wrap an fvcore multiply-add handle of a layer whose input #2 is its bias (aten::_convolution,
-    aten::linear) into one that returns both costs of the paper's convention for that layer."""
+def conv_flops(x_shape: Shape, w_shape: Shape, bias: Shape | None, stride: Any, padding: Any, dilation: Any,
+               transposed: bool, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """``aten.convolution``: ``k²·c_in·c_out·h·w / groups`` multiply-adds, + one add per output with a bias.
 
-    def handle(inputs: list[Any], outputs: list[Any]) -> Counter:
-        macs = mac_handle(inputs, outputs)
-        macs = sum(macs.values()) if isinstance(macs, Counter) else macs
-        out_elements = prod(get_shape(outputs[0]))
-        bias_adds = out_elements if get_shape(inputs[2]) is not None else 0
-        # One handle, one trace: the Counter keys are the two costs rather than op names.
-        return Counter({"flops": int(macs) + bias_adds, "acts": out_elements})
-
-    return handle
+    The weight is ``[c_out, c_in / groups, k, k]`` (transposed: ``[c_in, c_out / groups, k, k]``, each input
+    element then meets every filter tap), so the multiply-adds are elements × ``prod(w_shape[1:])``.
+    """
+    macs = prod(x_shape if transposed else out_shape) * prod(w_shape[1:])
+    return macs + (prod(out_shape) if bias is not None else 0)
 
 
-COUNTED_OPS: dict[str, Handle] = {
-    "aten::_convolution": _cost_handle(conv_flop_jit),
-    "aten::linear": _cost_handle(linear_flop_jit),
-}
+def addmm_flops(bias: Shape, a_shape: Shape, b_shape: Shape, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """``aten.addmm`` (a linear layer with a bias): ``m·k·n`` multiply-adds + ``m·n`` bias adds."""
+    return prod(a_shape) * b_shape[1] + prod(out_shape)
+
+
+def mm_flops(a_shape: Shape, b_shape: Shape, *args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """``aten.mm`` (a linear layer without a bias): ``m·k·n`` multiply-adds."""
+    return prod(a_shape) * b_shape[1]
+
+
+def output_elements(*args: Any, out_shape: Shape, **kwargs: Any) -> int:
+    """Elements of the op's output (the activations it writes)."""
+    return prod(out_shape)
+
+
+FLOP_FORMULAS: dict[Any, Callable[..., int]] = {aten.convolution: conv_flops, aten.addmm: addmm_flops,
+                                                aten.mm: mm_flops}
+ACT_FORMULAS: dict[Any, Callable[..., int]] = dict.fromkeys(FLOP_FORMULAS, output_elements)
 
 
 def output_stride(model: nn.Module) -> int:
@@ -75,9 +83,12 @@ def output_stride(model: nn.Module) -> int:
 def count_complexity(model: nn.Module, resolution: int, in_chans: int = 3) -> Complexity:
     """Count flops, params and acts of ``model`` on one ``in_chans × resolution × resolution`` image.
 
-    The model is traced in eval mode without gradients (its train/eval mode is restored), on the device
-    and dtype of its parameters. Raises PipelineError if ``resolution`` is below the net's output stride.
+    The model runs eagerly in eval mode without gradients (its train/eval mode is restored), on the device
+    and dtype of its parameters. Raises PipelineError if ``resolution`` is below the net's output stride,
+    and ValueError for a compiled module (count before ``torch.compile``).
     """
+    if hasattr(model, "_orig_mod") or getattr(model, "_compiled_call_impl", None) is not None:  # torch.compile'd
+        raise ValueError("count_complexity needs the eager module: count before torch.compile / module.compile()")
     stride = output_stride(model)
     if resolution < stride:
         raise PipelineError(
@@ -89,14 +100,16 @@ def count_complexity(model: nn.Module, resolution: int, in_chans: int = 3) -> Co
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            analysis = JitModelAnalysis(model, (image,)).set_op_handle(**COUNTED_OPS)
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            costs = analysis.by_operator()
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as flops, \
+                FlopCounterMode(display=False, custom_mapping=ACT_FORMULAS) as acts:
+            model(image)
     finally:
         model.train(was_training)
     return Complexity(
-        flops=int(costs["flops"]),
-        params=sum(p.numel() for p in model.parameters()),
-        acts=int(costs["acts"]),
-    )
+        flops=_total(flops), params=sum(p.numel() for p in model.parameters()), acts=_total(acts))
+
+
+def _total(counter: FlopCounterMode) -> int:
+    """The count of the ops we have formulas for (torch's defaults for other ops are left out)."""
+    counts = counter.get_flop_counts().get("Global", {})
+    return sum(counts.get(op, 0) for op in FLOP_FORMULAS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import cached_property
 from typing import Any
 
 import pytorch_lightning as pl
@@ -77,13 +76,14 @@ class ScaledClassifier(pl.LightningModule):
         )
         self.recipe = recipe or Recipe()
         self.recipe.check()
-        self.in_chans = in_chans
         self.model = build_model(self.spec, num_classes=num_classes, in_chans=in_chans)
         if self.recipe.bn_momentum is not None:
             set_bn_momentum(self.model, self.recipe.bn_momentum)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = build_ema(self.model, self.recipe)
+        # counted on the eager network, before any compile (count_complexity refuses a compiled one)
+        self.complexity: Complexity = count_complexity(self.model, self.spec.resolution, in_chans)
         if compile:
             self.model.compile()  # in place: state_dict keys stay those of the plain model
         self.criterion, self.mixup = build_loss(self.recipe, num_classes)
@@ -94,12 +94,6 @@ class ScaledClassifier(pl.LightningModule):
         self.test_acc_ema = _accuracy(num_classes).clone(prefix="test/", postfix="_ema")
         self.skipped_total = 0  # corrupt samples dropped by the loaders, summed over ranks and epochs
         self._skipped_epoch = torch.zeros((), dtype=torch.long)
-
-    @cached_property
-    def complexity(self) -> Complexity:
-        """flops (multiply-adds), params and activations of the network at its input resolution."""
-        model = getattr(self.model, "_orig_mod", self.model)
-        return count_complexity(model, self.spec.resolution, self.in_chans)
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits of the raw (non-EMA) network."""

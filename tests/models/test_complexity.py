@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -43,9 +44,11 @@ def test_convention_on_a_hand_counted_net():
     assert count_complexity(net, 10) == Complexity(flops=conv1 + conv2 + linear, params=params, acts=acts)
 
 
-def test_fvcore_default_also_counts_batchnorm_ours_does_not():
-    # Imported after pipeline.models.complexity, which silences fvcore.nn's import-time FutureWarning.
-    from fvcore.nn import FlopCountAnalysis
+def test_fvcore_cross_check_and_its_default_also_counts_batchnorm():
+    """An independent counter (fvcore's TorchScript tracer) agrees with ours on B0's conv + linear work."""
+    with warnings.catch_warnings():  # fvcore.nn's __init__ jit-scripts a loss, deprecated since torch 2.10
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     model = build_model(resolve_spec(variant="b0")).eval()
     with torch.no_grad():
@@ -53,6 +56,27 @@ def test_fvcore_default_also_counts_batchnorm_ours_does_not():
     assert ops["batch_norm"] > 13_000_000  # ~3.5% of B0 that the papers do not count
     # Ours = fvcore's conv + linear multiply-adds + the bias adds of B0's 25 biased layers (SE convs, classifier).
     assert B0.flops == ops["conv"] + ops["linear"] + 10_340
+
+
+def test_counts_are_torch_flop_counter_with_the_papers_formulas():
+    """torch's own formulas count 2 FLOPs per multiply-add and no bias: ours are exactly half plus the bias adds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=True), nn.Flatten(), nn.Linear(8 * 8 * 8, 5, bias=False))
+    with torch.no_grad(), FlopCounterMode(display=False) as torch_default:
+        net(torch.zeros(1, 3, 10, 10))
+    assert count_complexity(net, 10).flops == torch_default.get_total_flops() // 2 + 8 * 8 * 8
+
+
+def test_a_compiled_module_is_refused_and_the_eager_one_counted():
+    model = build_model(resolve_spec(phi=0, base_resolution=32))
+    eager = count_complexity(model, 32)
+    model.compile()  # in place, as ScaledClassifier(compile=True) does; nothing is compiled until a call
+    with pytest.raises(ValueError, match="count before torch.compile"):
+        count_complexity(model, 32)
+    with pytest.raises(ValueError, match="count before torch.compile"):
+        count_complexity(torch.compile(build_model(resolve_spec(phi=0, base_resolution=32))), 32)
+    assert eager.flops > 0
 
 
 def test_counting_keeps_the_model_as_it_was():
