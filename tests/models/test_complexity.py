@@ -72,9 +72,9 @@ def test_a_compiled_module_is_refused_and_the_eager_one_counted():
     model = build_model(resolve_spec(phi=0, base_resolution=32))
     eager = count_complexity(model, 32)
     model.compile()  # in place, as ScaledClassifier(compile=True) does; nothing is compiled until a call
-    with pytest.raises(ValueError, match="count before torch.compile"):
+    with pytest.raises(ValueError, match=r"count before torch\.compile"):
         count_complexity(model, 32)
-    with pytest.raises(ValueError, match="count before torch.compile"):
+    with pytest.raises(ValueError, match=r"count before torch\.compile"):
         count_complexity(torch.compile(build_model(resolve_spec(phi=0, base_resolution=32))), 32)
     assert eager.flops > 0
 
