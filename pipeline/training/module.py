@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from timm.utils import random_seed
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -142,6 +144,17 @@ class ScaledClassifier(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
+
+    def on_train_epoch_start(self) -> None:
+        """Seed this rank's torch / numpy / random with (seed, epoch, rank), as timm's train.py seeds seed + rank.
+
+        ``seed_everything`` seeds every rank alike, so drop-path masks, dropout and Mixup/CutMix draws would
+        be the same on every rank. Re-seeding per epoch (seed + epoch × world_size + rank: one stream per
+        rank and epoch) also makes a run resumed at an epoch boundary draw what the uninterrupted run drew.
+        The data order is the data module's own, seeded apart from these generators.
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) + self.current_epoch * self.trainer.world_size
+        random_seed(seed, self.global_rank)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Loss on one batch (label smoothing, optional mixup); logs loss and lr; counts skipped samples."""

@@ -1,0 +1,32 @@
+"""Must-show: ``--model.compile true`` trains (the complexity is counted on the eager network, before compile)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.models import Complexity, count_complexity
+from pipeline.training.module import ScaledClassifier
+from tests.training.conftest import DEMO_CONFIG, run_pipeline
+
+# The smallest EfficientNet the builder makes (depth × 0.25: one block per stage) keeps inductor's CPU
+# compile of the training graph short: ~80 s of CPU (~5 min wall on 2 cores shared with other jobs).
+TINY = ("--model.phi", "null", "--model.strategy", "d", "--model.scale", "0.25")
+
+
+@pytest.mark.slow
+def test_two_step_fit_with_compile(digits: Path, tmp_path: Path) -> None:
+    done = run_pipeline(
+        "fit", "--config", str(DEMO_CONFIG), "--data.root", str(digits), "--run.root", str(tmp_path),
+        "--run.name", "compiled", *TINY, "--model.compile", "true", "--trainer.devices", "1",
+        "--trainer.strategy", "auto", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+        cwd=tmp_path, timeout=840,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "demo" / "compiled" / "result.json").read_text())
+    assert result["global_step"] == 2
+    eager = ScaledClassifier(strategy="d", scale=0.25, base_resolution=32, num_classes=10)
+    assert (result["flops"], result["params"], result["acts"]) == (3_696_230, 1_591_558, 84_710)
+    assert eager.complexity == count_complexity(eager.model, 32) == Complexity(3_696_230, 1_591_558, 84_710)
