@@ -38,13 +38,15 @@ class RunSummary(Callback):
         self._images = 0
 
     def config(self, trainer: pl.Trainer, module: ScaledClassifier) -> dict[str, Any]:
-        """What a run is: the scaling spec, dataset, complexity, world size and global batch."""
+        """What a run is: the scaling spec, dataset, complexity, world size, global batch, recipe and EMA decay."""
         c = module.complexity
         return {
             **module.spec.record(), "dataset": self.dataset, **self.extra,
             "params": c.params, "flops": c.flops, "acts": c.acts,
             "world_size": trainer.world_size, "global_batch": module.global_batch(),
             "recipe": module.recipe.record(),
+            # the EMA's per-update decay, derived from recipe.ema_epochs and this run's updates per epoch
+            "ema_decay_per_update": module.ema.decay if module.ema is not None else None,
         }
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -25,6 +25,7 @@ from pipeline.training.recipe import (
     build_loss,
     build_optimizer,
     build_scheduler,
+    ema_decay_per_update,
     set_bn_momentum,
 )
 
@@ -133,6 +134,8 @@ class ScaledClassifier(pl.LightningModule):
         if not epochs or epochs < 0:
             epochs = math.ceil(self.trainer.max_steps / updates)
         scheduler = build_scheduler(optimizer, self.recipe, epochs, updates)
+        if self.ema is not None and self.recipe.ema_epochs is not None:
+            self.ema.decay = ema_decay_per_update(self.recipe.ema_epochs, updates)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:

@@ -3,7 +3,8 @@
 The default ``Recipe()`` is EfficientNet's (Tan & Le 2019, as reproduced by timm's ``train.py``):
 RMSpropTF (decay 0.9, momentum 0.9, eps 1e-3), lr 0.016 per 256 images scaled linearly with the
 global batch, 5 warm-up epochs, ×0.97 every 2.4 epochs, weight decay 1e-5, BN momentum 0.99 in
-TF's meaning (0.01 in PyTorch's), label smoothing 0.1, weight EMA 0.9999. AutoAugment lives on
+TF's meaning (0.01 in PyTorch's), label smoothing 0.1, weight EMA 0.9999 per update at the paper's
+global batch 4096 on ImageNet, i.e. a horizon of 32 epochs (``ema_epochs``). AutoAugment lives on
 the data side (``data.auto_augment``); stochastic depth and dropout live in the ScaleSpec.
 """
 
@@ -32,8 +33,13 @@ class Recipe:
     """Optimisation hyper-parameters; names follow timm's ``train.py`` flags.
 
     ``opt_kwargs`` go to the timm optimizer as-is (RMSpropTF: ``alpha`` is TF's decay).
-    ``ema_decay=None`` turns the weight EMA off. Epoch counts may be fractional: the schedule is
-    stepped per optimizer update.
+    The weight EMA is given by its horizon ``ema_epochs`` (``None`` turns it off): the per-update decay
+    is derived from the updates per epoch of the run (:func:`ema_decay_per_update`), so the EMA averages
+    over the same number of epochs at any global batch and dataset size. A fixed per-update decay would
+    not: timm's 0.9999 is 32 epochs at the paper's batch 4096 on ImageNet, 8 at batch 1024, and
+    thousands of epochs on Flowers-102's 1,020 images, whose EMA then stays near the random init.
+    ``ema_warmup`` keeps timm's warm-up (a lower decay over the first updates). Epoch counts may be
+    fractional: the schedule is stepped per optimizer update.
     """
 
     opt: str = "rmsproptf"
@@ -49,7 +55,7 @@ class Recipe:
     min_lr: float = 0.0
     label_smoothing: float = 0.1
     bn_momentum: float | None = 0.01
-    ema_decay: float | None = 0.9999
+    ema_epochs: float | None = 32.0  # 0.9999 per update at batch 4096 on ImageNet: 10,000 of 312.8 updates/epoch
     ema_warmup: bool = False
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -62,8 +68,8 @@ class Recipe:
             raise PipelineError("recipe: weight_decay and warmup_epochs must be >= 0 and decay_epochs > 0")
         if not 0 <= self.label_smoothing < 1:
             raise PipelineError(f"recipe.label_smoothing must be in [0, 1) (got {self.label_smoothing})")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise PipelineError(f"recipe.ema_decay must be in (0, 1) or null to disable (got {self.ema_decay})")
+        if self.ema_epochs is not None and not self.ema_epochs > 0:
+            raise PipelineError(f"recipe.ema_epochs must be > 0 or null to disable (got {self.ema_epochs})")
         if self.bn_momentum is not None and not 0 < self.bn_momentum <= 0.5:
             raise PipelineError(  # 0.99 is TF's decay written in the wrong convention
                 f"recipe.bn_momentum is PyTorch's (1 - TF decay, e.g. 0.01 for TF's 0.99) and must be in (0, 0.5] "
@@ -132,11 +138,26 @@ def build_loss(recipe: Recipe, num_classes: int) -> tuple[nn.Module, Mixup | Non
     return LabelSmoothingCrossEntropy(smoothing=recipe.label_smoothing), None
 
 
-def build_ema(model: nn.Module, recipe: Recipe) -> ModelEmaV3 | None:
-    """timm's weight EMA of ``model`` (frozen: DDP must not expect gradients for it), or None."""
-    if recipe.ema_decay is None:
+def ema_decay_per_update(ema_epochs: float, updates_per_epoch: int) -> float:
+    """The per-update decay whose horizon is ``ema_epochs``: ``1 - 1 / (ema_epochs × updates_per_epoch)``.
+
+    The horizon is the EMA's time constant, ``1 / (1 - decay)`` updates (the paper's 0.9999: 10,000
+    updates). A horizon shorter than one update gives 0: the EMA then equals the weights.
+    """
+    if updates_per_epoch < 1:
+        raise PipelineError(f"updates per epoch must be >= 1 (got {updates_per_epoch})")
+    return max(0.0, 1.0 - 1.0 / (ema_epochs * updates_per_epoch))
+
+
+def build_ema(model: nn.Module, recipe: Recipe, updates_per_epoch: int = 1) -> ModelEmaV3 | None:
+    """timm's weight EMA of ``model`` (frozen: DDP must not expect gradients for it), or None.
+
+    Its decay is set for ``updates_per_epoch``; the module sets it again once the run's loader is known.
+    """
+    if recipe.ema_epochs is None:
         return None
-    ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=recipe.ema_warmup)
+    decay = ema_decay_per_update(recipe.ema_epochs, updates_per_epoch)
+    ema = ModelEmaV3(model, decay=decay, use_warmup=recipe.ema_warmup)
     ema.requires_grad_(False)
     return ema
 

@@ -13,7 +13,15 @@ from timm.utils import ModelEmaV3
 
 from pipeline.errors import PipelineError
 from pipeline.training.module import ScaledClassifier
-from pipeline.training.recipe import Recipe, build_ema, build_loss, build_optimizer, build_scheduler, scaled_lr
+from pipeline.training.recipe import (
+    Recipe,
+    build_ema,
+    build_loss,
+    build_optimizer,
+    build_scheduler,
+    ema_decay_per_update,
+    scaled_lr,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +63,19 @@ def test_scheduler_is_timm_step_per_update_with_fractional_decay_epochs(module: 
 
 
 def test_ema_loss_and_bn_momentum(module: ScaledClassifier) -> None:
-    assert isinstance(module.ema, ModelEmaV3) and module.ema.decay == 0.9999
+    assert isinstance(module.ema, ModelEmaV3) and Recipe().ema_epochs == 32
     assert not any(p.requires_grad for p in module.ema.parameters())  # DDP must not wait for EMA grads
     loss, mixup = build_loss(Recipe(), 10)
     assert isinstance(loss, LabelSmoothingCrossEntropy) and loss.smoothing == 0.1 and mixup is None
     bns = [m for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(m.momentum == 0.01 for m in bns)  # TF decay 0.99
     assert module.spec.drop_path == 0.2
-    assert build_ema(module.model, Recipe(ema_decay=None)) is None
+    assert build_ema(module.model, Recipe(ema_epochs=None)) is None
 
 
 def test_ema_follows_the_weights() -> None:
     model = torch.nn.Linear(2, 2)
-    ema = build_ema(model, Recipe(ema_decay=0.5))
+    ema = build_ema(model, Recipe(ema_epochs=2.0), updates_per_epoch=1)  # decay 1 - 1/2
     assert ema is not None
     before = ema.module.weight.clone()
     with torch.no_grad():
@@ -76,8 +84,28 @@ def test_ema_follows_the_weights() -> None:
     assert torch.allclose(ema.module.weight, before + 0.5)
 
 
+IMAGENET, FLOWERS102 = 1_281_167, 1_020  # train images
+
+
+@pytest.mark.parametrize(("images", "global_batch"), [(IMAGENET, 4096), (IMAGENET, 1024), (IMAGENET, 256),
+                                                      (FLOWERS102, 64), (1437, 64)])
+def test_ema_horizon_in_epochs_is_the_recipes_at_any_batch_and_dataset(images: int, global_batch: int) -> None:
+    updates = images // global_batch
+    decay = ema_decay_per_update(32, updates)
+    assert 1 / (1 - decay) / updates == pytest.approx(32)  # time constant: 32 epochs of updates
+    assert decay ** (32 * updates) == pytest.approx(math.exp(-1), rel=0.02)  # weight of a 32-epoch-old update
+
+
+def test_ema_decay_per_update_matches_the_papers_and_the_demos() -> None:
+    assert ema_decay_per_update(32, IMAGENET // 4096) == pytest.approx(0.9999, abs=2e-7)  # paper: 0.9999 at 4096
+    assert ema_decay_per_update(4.5, 1437 // 64) == pytest.approx(0.99, abs=2e-4)  # demo: was 0.99 at batch 64
+    assert ema_decay_per_update(0.5, 1) == 0.0  # horizon under one update: the EMA is the weights
+    with pytest.raises(PipelineError):
+        ema_decay_per_update(32, 0)
+
+
 @pytest.mark.parametrize("bad", [
-    {"lr_per_256": 0.0}, {"label_smoothing": 1.0}, {"ema_decay": 1.0}, {"bn_momentum": 0.99}, {"mixup": -1.0},
+    {"lr_per_256": 0.0}, {"label_smoothing": 1.0}, {"ema_epochs": 0.0}, {"bn_momentum": 0.99}, {"mixup": -1.0},
 ])
 def test_impossible_recipes_are_refused(bad: dict) -> None:
     with pytest.raises(PipelineError):
@@ -98,6 +126,7 @@ def test_lr_follows_batch_times_accumulation_in_a_real_trainer(digits) -> None:
     import pytorch_lightning as pl
 
     from pipeline.data.datamodule import ShardDataModule
+    from pipeline.training.callbacks import RunSummary
 
     data = ShardDataModule(str(digits), resolution=32, batch_size=8, num_workers=0)
     module = ScaledClassifier(strategy="w", scale=0.25, base_resolution=32, num_classes=data.num_classes)
@@ -109,3 +138,5 @@ def test_lr_follows_batch_times_accumulation_in_a_real_trainer(digits) -> None:
     assert trainer.global_step == 2  # 8 batches / 4 accumulated
     group = trainer.optimizers[0].param_groups[0]
     assert group["initial_lr"] == pytest.approx(0.016 * 32 / 256)
+    assert module.ema is not None and module.ema.decay == 1 - 1 / (32 * 2)  # 32 epochs of 2 updates
+    assert RunSummary("digits").config(trainer, module)["ema_decay_per_update"] == module.ema.decay
