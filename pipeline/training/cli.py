@@ -149,12 +149,15 @@ def _one_line(err: BaseException) -> str:
     return text.rsplit(" failed: ", 1)[-1] if text.startswith("Call to compute_fn") else text
 
 
-def main(argv: list[str]) -> int:
-    """Run ``argv`` = [fit|validate|test, options…]; config mistakes raise PipelineError (one line, exit 2)."""
+def main(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:
+    """Run ``argv`` = [fit|validate|test, options…]; config mistakes raise PipelineError (one line, exit 2).
+
+    ``cli_class`` lets the config tests parse with this exact setup and stop before the classes exist.
+    """
     # argv is the command line itself (the dispatcher passes it on), not a second set of arguments
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
-        PipelineCLI(
+        cli_class(
             ScaledClassifier, ShardDataModule,
             args=argv,
             seed_everything_default=0,
