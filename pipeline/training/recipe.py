@@ -36,8 +36,9 @@ class Recipe:
     The weight EMA is given by its horizon ``ema_epochs`` (``None`` turns it off): the per-update decay
     is derived from the updates per epoch of the run (:func:`ema_decay_per_update`), so the EMA averages
     over the same number of epochs at any global batch and dataset size. A fixed per-update decay would
-    not: timm's 0.9999 is 32 epochs at the paper's batch 4096 on ImageNet, 8 at batch 1024, and
-    thousands of epochs on Flowers-102's 1,020 images, whose EMA then stays near the random init.
+    not: 0.9999 is 32 epochs at the paper's batch 4096 on ImageNet, 8 at batch 1024, and ~670 epochs
+    at batch 64 on Flowers-102's 1,020 images, whose EMA then stays near the random init. A decay
+    rescaled only by the batch (``decay^(batch / 4096)``) would fix the first two, not the third.
     ``ema_warmup`` keeps timm's warm-up (a lower decay over the first updates). Epoch counts may be
     fractional: the schedule is stepped per optimizer update.
     """
