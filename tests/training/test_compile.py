@@ -12,7 +12,7 @@ from pipeline.training.module import ScaledClassifier
 from tests.training.conftest import DEMO_CONFIG, run_pipeline
 
 # The smallest EfficientNet the builder makes (depth × 0.25: one block per stage) keeps inductor's CPU
-# compile of the training graph short: ~80 s of CPU (~5 min wall on 2 cores shared with other jobs).
+# compile of the training graph short: 207 s with a cold inductor cache (7 min with the 2 cores oversubscribed).
 TINY = ("--model.phi", "null", "--model.strategy", "d", "--model.scale", "0.25")
 
 
