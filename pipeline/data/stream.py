@@ -401,7 +401,10 @@ class ShardLoader(DataLoader):
         epoch_fn: Callable[[], int] | None = None,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+        # an own generator: DataLoader draws its workers' base seed from it on every iter(), which would
+        # otherwise advance the training process's torch RNG (the stream seeds its own draws per sample)
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                         generator=torch.Generator())
         self.num_batches, self.name, self.epoch_fn = num_batches, name, epoch_fn
         self.last_epoch: dict[str, float] = {}
         self._iterations = 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import math
 import multiprocessing
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -237,3 +240,100 @@ def test_url_template_root_reads_through_a_command(tiny: Path) -> None:
     assert sorted(keys_of(dm.loader("val", keys=True))) == [f"val_{i:04d}" for i in range(43)]
     with pytest.raises(PipelineError, match="cannot read shard manifest"):
         ShardDataModule(f"pipe:cat {tiny}/missing-{{}}")
+
+
+def class_sorted(root: Path, classes: int = 10, per_shard: int = 40) -> Path:
+    """Shards as an unshuffled writer would leave them: shard ``c`` holds only class ``c``."""
+    write_raw(root, {"train": [[{"__key__": f"c{c}_{i:03d}", "jpg": jpeg_bytes((c, i, 0), size=(8, 8)),
+                                 "cls": str(c).encode()} for i in range(per_shard)] for c in range(classes)]})
+    return root
+
+
+@pytest.mark.parametrize(("world_size", "num_workers"), [(1, 0), (2, 2)])
+def test_shuffle_mixes_class_sorted_shards(tmp_path: Path, world_size: int, num_workers: int) -> None:
+    """Batches from class-sorted shards mix classes: a batch of 8 holds at most 4.5 of one class on average
+    (a uniform shuffle of 10 classes: ≈ 2.2; reading one shard at a time through the same 16-sample buffer,
+    as the loader did before: 6.2 at 1 × 0 and 6.5 at 2 × 2), and no class runs longer than 12 in a row (26)."""
+    root = class_sorted(tmp_path)
+    top, runs = [], []
+    for rank in range(world_size):
+        loader = rank_loader(root, rank, world_size, batch_size=8, num_workers=num_workers, shuffle_buffer=16,
+                             val_split=None, test_split=None)
+        labels = [label for batch in loader for label in batch[1].tolist()]
+        assert len(labels) == 400 // world_size
+        top += [max(Counter(labels[i:i + 8]).values()) for i in range(0, len(labels), 8)]
+        runs.append(max(len(list(run)) for _, run in itertools.groupby(labels)))
+    assert sum(top) / len(top) <= 4.5 and max(runs) <= 12, (sum(top) / len(top), runs)
+
+
+def test_fewer_shards_than_slots(tmp_path: Path) -> None:
+    """3 shards for 4 ranks × 2 workers: slots share shards by range; still every sample once, equal batches."""
+    write_shards(TinySource({"train": 45}), tmp_path, shard_size=15)
+    per_rank = [keys_of(rank_loader(tmp_path, r, 4, batch_size=2, num_workers=2, val_split=None, test_split=None))
+                for r in range(4)]
+    assert [len(k) for k in per_rank] == [45 // 8 * 2] * 4
+    keys = [k for ks in per_rank for k in ks]
+    assert len(set(keys)) == len(keys) == 40
+
+
+@pytest.mark.parametrize(("world_size", "rank", "num_workers", "stop"), [(1, 0, 0, 6), (1, 0, 2, 5), (2, 1, 3, 4)])
+def test_train_loader_resumes_mid_epoch_exactly(
+    tiny: Path, world_size: int, rank: int, num_workers: int, stop: int
+) -> None:
+    """A loader stopped after ``stop`` batches and restored from its state_dict in a new process-level loader
+    yields the remaining batches of the uninterrupted epoch: same keys, same order, bit-identical augmented
+    images (random crops, flips and colour jitter); the next epoch too."""
+    kwargs = {"batch_size": 4, "num_workers": num_workers, "shuffle_buffer": 8, "resolution": 16}
+    whole = rank_loader(tiny, rank, world_size, **kwargs)
+    epochs = [list(whole) for _ in range(2)]
+
+    first = rank_loader(tiny, rank, world_size, **kwargs)
+    it = iter(first)
+    head = [next(it) for _ in range(stop)]
+    state = first.state_dict()
+    assert state == {"epoch": 0, "batches": stop}
+    del it
+    resumed = rank_loader(tiny, rank, world_size, **kwargs)
+    resumed.load_state_dict(state)
+    tail = list(resumed)
+    assert len(head) + len(tail) == len(epochs[0]) == len(whole)
+    for got, want in zip(head + tail + list(resumed), epochs[0] + epochs[1], strict=True):
+        assert got[3] == want[3] and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not torch.equal(epochs[0][0][0], epochs[1][0][0])  # augmentation draws differ by epoch
+
+
+def test_augmentation_leaves_the_callers_rngs_alone(tiny: Path) -> None:
+    """Without workers the per-sample seeding runs in the training process: its RNG states are given back."""
+    loader = rank_loader(tiny, 0, 1, batch_size=4, num_workers=0, resolution=16)
+    torch.manual_seed(123)
+    random.seed(123)
+    expected = torch.rand(3), random.random()
+    torch.manual_seed(123)
+    random.seed(123)
+    list(loader)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_corrupt_train_samples_are_replaced_and_counted(tmp_path: Path) -> None:
+    """A corrupt sample's place is filled by a spare re-reading: every batch stays full, the count is exact,
+    and a rank keeps its batch count."""
+    bad = [{"__key__": f"bad{i}", "jpg": b"not an image", "cls": b"0"} for i in range(4)]
+    write_raw(tmp_path, {"train": [[good(i) for i in range(20)] + bad, [good(i) for i in range(20, 40)]]})
+    loader = rank_loader(tmp_path, 0, 1, batch_size=4, num_workers=0, shuffle_buffer=4, val_split=None,
+                         test_split=None)
+    batches = list(loader)  # 44 samples, 11 batches: no cut, so every corrupt sample is met
+    assert len(batches) == 11 and all(len(b[1]) == 4 for b in batches)
+    keys = [k for b in batches for k in b[3]]
+    assert not any(k.startswith("bad") for k in keys) and len(set(keys)) == 40  # all good ones + 4 repeats
+    assert sum(int(b[2]) for b in batches) >= 4  # each corrupt one counted (a spare may meet one again)
+
+
+@pytest.mark.parametrize(("resolution", "expected"), [(224, 0.875), (300, 0.904), (600, 0.949), (32, 0.5)])
+def test_eval_crop_pct_follows_the_resolution_unless_set(tiny: Path, resolution: int, expected: float) -> None:
+    dm = ShardDataModule(str(tiny), resolution=resolution)
+    assert round(dm.crop_pct, 3) == expected
+    transform = dm.stream("val").decode.transform
+    assert transform.transforms[0].size == math.floor(resolution / dm.crop_pct) == resolution + 32
+    assert ShardDataModule(str(tiny), resolution=resolution, crop_pct=1.0).crop_pct == 1.0
+    with pytest.raises(PipelineError, match="crop_pct"):
+        ShardDataModule(str(tiny), crop_pct=1.5)
