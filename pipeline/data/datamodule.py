@@ -188,7 +188,10 @@ class ShardDataModule(pl.LightningDataModule):
         # continues from the loader state Lightning restores, see ShardLoader.load_state_dict)
         trainer = self.trainer
         epoch_fn = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
+        # the trainer's epoch can end before the loader's (limit_train_batches): a state saved after its last
+        # batch then starts the next epoch, as the resumed trainer will
+        done_fn = (lambda: trainer.fit_loop.epoch_loop.batch_progress.is_last_batch) if trainer is not None else None
         return ShardLoader(
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
-            epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),
+            epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(), epoch_done_fn=done_fn,
         )

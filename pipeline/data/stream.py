@@ -400,12 +400,13 @@ class ShardLoader(DataLoader):
         name: str = "train",
         epoch_fn: Callable[[], int] | None = None,
         pin_memory: bool = False,
+        epoch_done_fn: Callable[[], bool] | None = None,
     ) -> None:
         # an own generator: DataLoader draws its workers' base seed from it on every iter(), which would
         # otherwise advance the training process's torch RNG (the stream seeds its own draws per sample)
         super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                          generator=torch.Generator())
-        self.num_batches, self.name, self.epoch_fn = num_batches, name, epoch_fn
+        self.num_batches, self.name, self.epoch_fn, self.epoch_done_fn = num_batches, name, epoch_fn, epoch_done_fn
         self.last_epoch: dict[str, float] = {}
         self._iterations = 0
         self._position: tuple[int, int] | None = None  # (epoch, batches yielded) of the current iterator
@@ -418,11 +419,16 @@ class ShardLoader(DataLoader):
         """``{"epoch", "batches"}``: where the current epoch stands (Lightning stores it in checkpoints).
 
         Lightning takes the next batch only when it runs it (no prefetch for a loader with a length), so
-        ``batches`` is exactly the number of batches trained on in this epoch.
+        ``batches`` is exactly the number of batches trained on in this epoch. An epoch that is over — all
+        its batches, or ``epoch_done_fn()`` (the trainer's epoch may be cut short, e.g. by
+        ``limit_train_batches``) — is saved as the start of the next one.
         """
         if self._position is None:
             return {}
-        return {"epoch": self._position[0], "batches": self._position[1]}
+        epoch, batches = self._position
+        if batches >= self.num_batches or (self.epoch_done_fn is not None and self.epoch_done_fn()):
+            epoch, batches = epoch + 1, 0
+        return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Make the next ``iter()`` continue from ``state`` (a train epoch after its first ``batches``)."""
@@ -434,11 +440,9 @@ class ShardLoader(DataLoader):
         start = 0
         if self._restored is not None:
             restored, self._restored = self._restored, None
-            # a state saved at an epoch's end names an epoch the trainer already counts as processed
-            if self.epoch_fn is None or restored[0] == epoch:
+            # unless the trainer counts that epoch as processed already (then its epoch counter is right)
+            if self.epoch_fn is None or restored[0] >= epoch:
                 epoch, start = restored
-                if start >= self.num_batches:
-                    epoch, start = epoch + 1, 0
         self._iterations = epoch + 1
         self._position = (epoch, start)
         self.dataset.set_epoch(epoch, start)
