@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
 from pipeline.data.transforms import SampleDecoder, build_transform, decode_side
 from pipeline.errors import PipelineError
-
-log = logging.getLogger(__name__)
 
 # Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see stream.py)
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
@@ -44,7 +42,8 @@ class ShardDataModule(pl.LightningDataModule):
             RandAugment, …) or None for colour jitter.
         crop_pct: eval center-crop fraction (resize to ``resolution / crop_pct`` first); None (default):
             ``resolution / (resolution + 32)`` as EfficientNet's code and timm's per-model configs do (224 →
-            0.875, 300 → 0.904, 600 → 0.949). The value in use is ``self.crop_pct`` and is logged.
+            0.875, 300 → 0.904, 600 → 0.949). The value in use is ``self.crop_pct``; it is logged and
+            recorded as the hparam ``eval_crop_pct``.
         interpolation: resize interpolation (``bicubic``, ``bilinear``, …).
         scale: RandomResizedCrop area range.
         hflip: horizontal-flip probability.
@@ -84,8 +83,10 @@ class ShardDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
         self.crop_pct = eval_crop_pct(resolution) if crop_pct is None else crop_pct
-        log.info("eval crop_pct %.4g at %d px (%s)", self.crop_pct, resolution,
-                 "resolution / (resolution + 32)" if crop_pct is None else "set by data.crop_pct")
+        # recorded: Lightning logs a datamodule's hparams with the model's (W&B config, hparams.yaml, checkpoint)
+        self.save_hyperparameters({"eval_crop_pct": self.crop_pct})
+        rank_zero_info(f"eval crop_pct {self.crop_pct:.4g} at {resolution} px ("
+                       f"{'resolution / (resolution + 32)' if crop_pct is None else 'data.crop_pct'})")
         self.auto_augment, self.interpolation = auto_augment, interpolation
         self.scale, self.hflip, self.color_jitter = tuple(scale), hflip, color_jitter
         self.splits = {"train": train_split, "val": val_split, "test": test_split}

@@ -331,7 +331,7 @@ def test_corrupt_train_samples_are_replaced_and_counted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("resolution", "expected"), [(224, 0.875), (300, 0.904), (600, 0.949), (32, 0.5)])
 def test_eval_crop_pct_follows_the_resolution_unless_set(tiny: Path, resolution: int, expected: float) -> None:
     dm = ShardDataModule(str(tiny), resolution=resolution)
-    assert round(dm.crop_pct, 3) == expected
+    assert round(dm.crop_pct, 3) == expected and dm.hparams["eval_crop_pct"] == dm.crop_pct
     transform = dm.stream("val").decode.transform
     assert transform.transforms[0].size == math.floor(resolution / dm.crop_pct) == resolution + 32
     assert ShardDataModule(str(tiny), resolution=resolution, crop_pct=1.0).crop_pct == 1.0
