@@ -6,6 +6,7 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
@@ -16,8 +17,18 @@ from pipeline.errors import PipelineError
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 
+def eval_crop_pct(resolution: int) -> float:
+    """EfficientNet's eval crop at ``resolution``: ``resolution / (resolution + 32)`` (the paper's code; timm's
+    ``tf_efficientnet_b*`` configs: B0 224 → 0.875, B3 300 → 0.904, B7 600 → 0.949)."""
+    return resolution / (resolution + 32)
+
+
 class ShardDataModule(pl.LightningDataModule):
     """Webdataset shards → timm transforms → ``(images, labels, skipped)`` batches, exact under DDP.
+
+    Train epochs read every sample the ⌊N / (world_size · batch_size)⌋ cut allows exactly once across
+    ranks × workers, and the train loader is resumable mid-epoch (``state_dict`` / ``load_state_dict``, which
+    Lightning saves in and restores from checkpoints); see :mod:`pipeline.data.stream`.
 
     Args:
         root: shard directory, URL prefix, or ``{}`` template (e.g. ``pipe:aws s3 cp s3://b/in1k/{} -``).
@@ -29,7 +40,10 @@ class ShardDataModule(pl.LightningDataModule):
         seed: base seed of shard order, sample shuffle and augmentation (mixed with epoch, rank, worker).
         auto_augment: timm augmentation string (``"original"`` = AutoAugment, ``"rand-m9-mstd0.5"`` =
             RandAugment, …) or None for colour jitter.
-        crop_pct: eval center-crop fraction (resize to ``resolution / crop_pct`` first).
+        crop_pct: eval center-crop fraction (resize to ``resolution / crop_pct`` first); None (default):
+            ``resolution / (resolution + 32)`` as EfficientNet's code and timm's per-model configs do (224 →
+            0.875, 300 → 0.904, 600 → 0.949). The value in use is ``self.crop_pct``; it is logged and
+            recorded as the hparam ``eval_crop_pct``.
         interpolation: resize interpolation (``bicubic``, ``bilinear``, …).
         scale: RandomResizedCrop area range.
         hflip: horizontal-flip probability.
@@ -50,7 +64,7 @@ class ShardDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 2000,
         seed: int = 0,
         auto_augment: str | None = None,
-        crop_pct: float = 0.875,
+        crop_pct: float | None = None,
         interpolation: str = "bicubic",
         scale: tuple[float, float] = (0.08, 1.0),
         hflip: float = 0.5,
@@ -62,13 +76,18 @@ class ShardDataModule(pl.LightningDataModule):
         super().__init__()
         if resolution < 1 or batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise PipelineError("data.resolution, data.batch_size and data.eval_batch_size must be positive")
-        if num_workers < 0 or shuffle_buffer < 1 or not 0 < crop_pct <= 1:
+        if num_workers < 0 or shuffle_buffer < 1 or (crop_pct is not None and not 0 < crop_pct <= 1):
             raise PipelineError("data.num_workers must be ≥ 0, data.shuffle_buffer ≥ 1 and 0 < data.crop_pct ≤ 1")
         self.root = str(root)
         self.resolution, self.batch_size = resolution, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
-        self.auto_augment, self.crop_pct, self.interpolation = auto_augment, crop_pct, interpolation
+        self.crop_pct = eval_crop_pct(resolution) if crop_pct is None else crop_pct
+        # recorded: Lightning logs a datamodule's hparams with the model's (W&B config, hparams.yaml, checkpoint)
+        self.save_hyperparameters({"eval_crop_pct": self.crop_pct})
+        rank_zero_info(f"eval crop_pct {self.crop_pct:.4g} at {resolution} px ("
+                       f"{'resolution / (resolution + 32)' if crop_pct is None else 'data.crop_pct'})")
+        self.auto_augment, self.interpolation = auto_augment, interpolation
         self.scale, self.hflip, self.color_jitter = tuple(scale), hflip, color_jitter
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.manifest: Manifest = load_manifest(self.root)
@@ -114,7 +133,7 @@ class ShardDataModule(pl.LightningDataModule):
                 self.loader(role)
 
     def train_dataloader(self) -> ShardLoader:
-        """Exactly ⌊N / (world_size · batch_size)⌋ shuffled, augmented batches per rank per epoch."""
+        """Exactly ⌊N / (world_size · batch_size)⌋ shuffled, augmented batches per rank per epoch, resumable."""
         return self.loader("train")
 
     def val_dataloader(self) -> ShardLoader:
@@ -151,7 +170,7 @@ class ShardDataModule(pl.LightningDataModule):
         stream = self.stream(role, keys=keys)
         split = self.manifest.split(self.splits[role])
         if role == "train":
-            num_batches = split.count // (stream.world_size * stream.batch_size)
+            num_batches = stream.train_batches()
             if num_batches == 0:
                 raise PipelineError(
                     f"train split {split.name!r} has {split.count} samples, fewer than world size "
@@ -166,10 +185,14 @@ class ShardDataModule(pl.LightningDataModule):
                     "lower data.num_workers or use fewer ranks"
                 )
         # epochs processed, not trainer.current_epoch: when a resumed run creates its iterator, current_epoch
-        # still names the checkpoint's epoch, which would replay that epoch's order
+        # still names the checkpoint's epoch, which would replay that epoch's order (a mid-epoch resume then
+        # continues from the loader state Lightning restores, see ShardLoader.load_state_dict)
         trainer = self.trainer
         epoch_fn = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
+        # the trainer's epoch can end before the loader's (limit_train_batches): a state saved after its last
+        # batch then starts the next epoch, as the resumed trainer will
+        done_fn = (lambda: trainer.fit_loop.epoch_loop.batch_progress.is_last_batch) if trainer is not None else None
         return ShardLoader(
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
-            epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),
+            epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(), epoch_done_fn=done_fn,
         )

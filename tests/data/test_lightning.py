@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -82,3 +83,63 @@ def test_data_configs_parse_as_datamodule_arguments(path: Path) -> None:
     parser.add_class_arguments(ShardDataModule, "data")
     cfg = parser.parse_object(yaml.safe_load(path.read_text()))
     assert cfg.data.root and cfg.data.val_split
+
+
+class Recorder(pl.LightningModule):
+    """A linear classifier that records every training sample it sees: (epoch, label, augmented image sum)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(3 * 8 * 8, 5)
+        self.seen: list[tuple[int, int, float]] = []
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        images, labels, _ = batch
+        self.seen += [(self.current_epoch, int(y), float(x.sum())) for x, y in zip(images, labels, strict=True)]
+        return torch.nn.functional.cross_entropy(self.net(images.flatten(1)), labels)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Stop(Exception):
+    """Raised after the checkpoint: the process ends there, as a preempted job would."""
+
+
+class SaveAndStop(pl.Callback):
+    """Save a checkpoint at the end of global step ``step`` and stop (what the requeue callback does)."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+            raise Stop
+
+
+@pytest.mark.parametrize("stop", [7, 5, 10, 3])
+def test_lightning_resumes_the_loader_at_any_batch(tmp_path: Path, stop: int) -> None:
+    """A run stopped after any batch — mid-epoch (7, 3), at the last batch of a ``limit_train_batches`` epoch
+    (5, 10) — and resumed from its checkpoint trains on the same samples in the same order with the same
+    augmentation draws as the uninterrupted run (Lightning saves and restores the loader's state_dict)."""
+    write_shards(TinySource({"train": 70, "val": 10}), tmp_path / "shards", shard_size=10)
+
+    def fit(*callbacks: pl.Callback, ckpt_path: Path | None = None) -> Recorder:
+        dm = ShardDataModule(str(tmp_path / "shards"), resolution=8, batch_size=4, num_workers=2, shuffle_buffer=8,
+                             test_split=None)
+        model = Recorder()
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=3, limit_train_batches=5, limit_val_batches=1,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=list(callbacks), num_sanity_val_steps=0)
+        with pytest.raises(Stop) if callbacks else contextlib.nullcontext():
+            trainer.fit(model, dm, ckpt_path=ckpt_path)
+        return model
+
+    whole = fit().seen
+    assert len(whole) == 3 * 5 * 4
+    ckpt = tmp_path / "stop.ckpt"
+    first = fit(SaveAndStop(stop, ckpt)).seen
+    assert len(first) == stop * 4
+    rest = fit(ckpt_path=ckpt).seen
+    assert first + rest == whole
