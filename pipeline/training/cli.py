@@ -33,8 +33,15 @@ from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.callbacks import RunSummary
 from pipeline.training.checkpoint import AtomicCheckpointIO
-from pipeline.training.checks import HeldLogs, check_batches, check_ckpt_path, check_loop, check_recipe
-from pipeline.training.guards import NonFiniteGuard
+from pipeline.training.checks import (
+    HeldLogs,
+    check_batches,
+    check_checkpoint,
+    check_ckpt_path,
+    check_loop,
+    check_recipe,
+)
+from pipeline.training.guards import NonFiniteError, NonFiniteGuard
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.recipe import Recipe
@@ -123,6 +130,14 @@ class PipelineCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments(tuple(f"model.{k}" for k in SPEC_KEYS), "data.resolution",
                               compute_fn=spec_resolution, apply_on="parse")
+
+    def _parse_ckpt_path(self) -> None:
+        """Refuse an unsafe or unreadable checkpoint in one line before LightningCLI reads its hyper-parameters."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            check_checkpoint(Path(path))
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Resolve the spec and the run directory; every check here runs before any process group exists."""
@@ -215,6 +230,10 @@ def main(argv: list[str]) -> int:
     except ArgumentError as err:
         held.drop()
         raise PipelineError(_one_line(err)) from None
+    except NonFiniteError:
+        if rank_zero_only.rank != 0:
+            return 1  # every rank stops at the same step; rank 0 alone says so
+        raise
     except PipelineError:
         held.drop()
         raise

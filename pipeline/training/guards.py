@@ -30,7 +30,8 @@ class NonFiniteGuard(Callback):
     """Raise :class:`NonFiniteError` on every rank at the first step whose loss is NaN or infinite.
 
     The loss is checked before its backward pass, so a non-finite loss never reaches the weights; the
-    ranks agree through one scalar all-reduce per step and stop at the same step. Weights that become
+    ranks agree through one scalar all-reduce per step and stop at the same step. Steps are counted from
+    0 as ``trainer.global_step`` counts them. Weights that become
     non-finite from a finite loss (overflowing gradients) make the next step's loss non-finite; a
     checkpoint written between those two steps (an epoch end) is checked tensor by tensor first, so no
     checkpoint with non-finite weights is ever written. Raising in these hooks ends ``fit`` before
@@ -53,6 +54,6 @@ class NonFiniteGuard(Callback):
         bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
         if _any_rank(trainer, bad is not None):
             raise NonFiniteError(
-                f"non-finite weights after step {trainer.global_step} ({bad or 'on another rank'}); stopped on every "
-                "rank without writing the checkpoint, checkpoints left as they were and no result written; lower "
+                f"non-finite weights after step {trainer.global_step - 1} ({bad or 'on another rank'}); stopped on "
+                "every rank without writing the checkpoint, checkpoints left as they were and no result written; lower "
                 "model.recipe.lr_per_256 or check the data")
