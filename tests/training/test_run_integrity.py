@@ -13,6 +13,8 @@ from pipeline import cli
 from pipeline.training.checkpoint import load_checkpoint
 from tests.training.conftest import DEMO_CONFIG, run_pipeline
 
+pytestmark = pytest.mark.slow
+
 SMALL = ("--model.phi", "null", "--model.strategy", "w", "--model.scale", "0.25", "--trainer.devices", "1",
          "--trainer.strategy", "auto", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
          "--trainer.limit_val_batches", "2", "--data.batch_size", "16")
