@@ -22,6 +22,7 @@ from timm.optim import list_optimizers
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.training.callbacks import BEST_KEYS
 from pipeline.training.recipe import Recipe, build_optimizer, build_scheduler
 
 
@@ -43,6 +44,18 @@ def check_loop(trainer: Any, subcommand: str) -> None:
         value = getattr(trainer, key)
         if value is not None and int(value) < 1:
             raise PipelineError(f"trainer.{key} must be ≥ 1 (got {value})")
+    if trainer.val_check_interval is not None and not float(trainer.val_check_interval) > 0:
+        raise PipelineError(f"trainer.val_check_interval must be > 0 (got {trainer.val_check_interval})")
+    if trainer.gradient_clip_val is not None and float(trainer.gradient_clip_val) < 0:
+        # a negative norm would flip the gradients' sign in torch's clip_grad_norm_: gradient ascent
+        raise PipelineError(f"trainer.gradient_clip_val must be ≥ 0 (got {trainer.gradient_clip_val}; 0 = off)")
+
+
+def check_monitor(monitor: str, recipe: Recipe) -> None:
+    """Refuse a ``run.monitor`` that the module does not log (best.ckpt keeps the maximum of an accuracy)."""
+    keys = [k for k in BEST_KEYS if recipe.ema_decay is not None or not k.endswith("_ema")]
+    if monitor not in keys:
+        raise PipelineError(f"run.monitor {monitor!r} is not an accuracy this run logs; use one of {', '.join(keys)}")
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -113,7 +126,15 @@ def check_batches(datamodule: Any, world_size: int, subcommand: str) -> None:
             continue
         datamodule.check((role,))
         for rank in range(world_size):
-            datamodule.loader(role, world=(rank, world_size))
+            try:
+                datamodule.loader(role, world=(rank, world_size))
+            except PipelineError:
+                raise
+            except (KeyError, AssertionError, ValueError) as err:  # timm's transform factory refusing a value
+                raise PipelineError(
+                    f"timm refuses the {role} transform (data.interpolation {datamodule.interpolation!r}, "
+                    f"data.auto_augment {datamodule.auto_augment!r}, data.scale, data.hflip, data.color_jitter): "
+                    f"{type(err).__name__}: {err}") from None
 
 
 class HeldLogs:

@@ -39,6 +39,7 @@ from pipeline.training.checks import (
     check_checkpoint,
     check_ckpt_path,
     check_loop,
+    check_monitor,
     check_recipe,
 )
 from pipeline.training.guards import NonFiniteError, NonFiniteGuard
@@ -152,7 +153,9 @@ class PipelineCLI(LightningCLI):
     def check_config(self, config: Any) -> None:
         """The checks of :mod:`pipeline.training.checks` and, for fit, that the run directory is this run's."""
         check_loop(config.trainer, self.subcommand)
-        check_recipe(Recipe(**config.model.recipe))
+        recipe = Recipe(**config.model.recipe)
+        check_recipe(recipe)
+        check_monitor(self.options.monitor, recipe)
         check_ckpt_path(config.ckpt_path, self.directory / CHECKPOINT_DIR)
         if self.subcommand == "fit":
             resolved = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))

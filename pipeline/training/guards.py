@@ -21,9 +21,13 @@ class NonFiniteError(PipelineError):
     """Training produced a non-finite loss or weights; the run stopped without writing anything."""
 
 
-def _any_rank(trainer: pl.Trainer, bad: bool) -> bool:
-    """True on every rank when ``bad`` is True on any rank (one scalar all-reduce under DDP)."""
-    return bool(trainer.strategy.reduce_boolean_decision(bad, all=False))
+def _any_rank(trainer: pl.Trainer, bad: Tensor) -> bool:
+    """True on every rank when the 0-dim bool ``bad`` is True on any rank.
+
+    One scalar all-reduce under DDP and one device→host copy (the flag stays on the device until then).
+    """
+    flag = bad.to(device=trainer.strategy.root_device, dtype=torch.float32)
+    return bool(trainer.strategy.reduce(flag, reduce_op="sum") > 0)
 
 
 class NonFiniteGuard(Callback):
@@ -40,7 +44,7 @@ class NonFiniteGuard(Callback):
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         """Stop (every rank) if this step's loss is not finite on any rank."""
-        if _any_rank(trainer, not bool(torch.isfinite(loss.detach()).all())):
+        if _any_rank(trainer, ~torch.isfinite(loss.detach()).all()):
             raise NonFiniteError(
                 f"non-finite loss at step {trainer.global_step} (epoch {trainer.current_epoch}); stopped on every "
                 "rank before updating the weights, checkpoints left as they were and no result written; lower "
@@ -52,7 +56,7 @@ class NonFiniteGuard(Callback):
         """Refuse to write a checkpoint whose weights (model, EMA, BN statistics) are not all finite."""
         state = checkpoint.get("state_dict", {})
         bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
-        if _any_rank(trainer, bad is not None):
+        if _any_rank(trainer, torch.tensor(bad is not None)):
             raise NonFiniteError(
                 f"non-finite weights after step {trainer.global_step - 1} ({bad or 'on another rank'}); stopped on "
                 "every rank without writing the checkpoint, checkpoints left as they were and no result written; lower "
