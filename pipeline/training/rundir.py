@@ -118,12 +118,14 @@ def _bound(value: Any) -> float:
 def config_differences(old: dict[str, Any], new: dict[str, Any], resuming: bool) -> list[str]:
     """``key: old → new`` for every key of two resolved configs that could change the run's results.
 
-    Resuming (``--ckpt_path``), the EXTENDABLE_KEYS may grow (never shrink).
+    Resuming (``--ckpt_path``), the EXTENDABLE_KEYS may grow (never shrink). A key in only one of them (the
+    code gained or lost a key between two attempts) is a difference, None on the missing side: which value
+    the older code used is unknown.
     """
     old, new = flatten(old), flatten(new)
     diffs = []
     for key in sorted(old.keys() | new.keys()):
-        if key in IGNORED_KEYS or key.startswith("trainer.logger"):
+        if key in IGNORED_KEYS:
             continue
         before, after = old.get(key), new.get(key)
         if _same(before, after):

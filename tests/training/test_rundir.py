@@ -94,3 +94,9 @@ def test_run_dir_refusals(tmp_path: Path) -> None:
     many = changed(seed_everything=1, model__phi=1, model__recipe__opt="sgd", model__recipe__lr_per_256=1.0)
     with pytest.raises(PipelineError, match=r"\(and 1 more\)"):
         check_run_dir(tmp_path, many, "last")
+
+
+def test_a_key_the_code_gained_since_the_stored_run_is_a_difference() -> None:
+    newer = changed()
+    newer["data"] = {"new_key": 3}
+    assert config_differences(STORED, newer, resuming=True) == ["data.new_key: None → 3"]
