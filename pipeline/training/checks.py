@@ -13,6 +13,7 @@ import difflib
 import logging
 import pickle
 import re
+import warnings
 from logging.handlers import BufferingHandler
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ def check_batches(datamodule: Any, world_size: int, subcommand: str) -> None:
 
 
 class HeldLogs:
-    """Holds Lightning's log records (seed, devices, tips) until the checks have passed, then lets them out.
+    """Holds Lightning's log records (seed, devices, tips) and Python warnings until the checks have passed,
+    then lets them out.
 
     A refusal is then the only line a bad config prints; a run that passes prints the same lines as before.
     """
@@ -148,6 +150,9 @@ class HeldLogs:
     def __init__(self) -> None:
         self.buffer = BufferingHandler(capacity=10_000)
         self.saved = {}
+        self.warnings: list[tuple[Any, ...]] = []
+        self.showwarning = warnings.showwarning
+        warnings.showwarning = lambda *args: self.warnings.append(args)
         for name in self.LOGGERS:
             logger = logging.getLogger(name)
             self.saved[name] = (logger.handlers[:], logger.propagate)
@@ -157,6 +162,10 @@ class HeldLogs:
         """Restore the loggers and emit what they held, in order (idempotent)."""
         if not self.saved:
             return
+        warnings.showwarning = self.showwarning
+        for args in self.warnings:
+            warnings.showwarning(*args)
+        self.warnings = []
         for name, (handlers, propagate) in self.saved.items():
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate
@@ -168,4 +177,5 @@ class HeldLogs:
     def drop(self) -> None:
         """Restore the loggers and forget what they held (the run was refused)."""
         self.buffer.flush()
+        self.warnings = []
         self.release()
