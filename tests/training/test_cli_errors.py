@@ -100,7 +100,8 @@ def test_missing_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_refusal_from_the_command_line_has_no_traceback(digits: Path, tmp_path: Path) -> None:
     done = run_pipeline("fit", "--config", str(DEMO_CONFIG), "--data.root", str(digits),
-                        "--run.root", str(tmp_path / "runs"), "--data.batch_size", "5000", cwd=tmp_path, timeout=120)
+                        "--run.root", str(tmp_path / "runs"), "--data.batch_size", "5000", cwd=tmp_path, timeout=120,
+                        env={"PYTHONWARNINGS": "default"})  # warnings shown: they too are held until the checks pass
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "pipeline fit: error: train split 'train' has 1437 samples, fewer than world size 2 × batch size 5000; "
