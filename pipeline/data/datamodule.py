@@ -144,14 +144,14 @@ class ShardDataModule(pl.LightningDataModule):
         """Every test sample exactly once across ranks × workers."""
         return self.loader("test")
 
-    def stream(self, role: str, *, keys: bool = False) -> ShardStream:
-        """The :class:`ShardStream` of ``role`` (train / val / test) for this rank."""
+    def stream(self, role: str, *, keys: bool = False, world: tuple[int, int] | None = None) -> ShardStream:
+        """The :class:`ShardStream` of ``role`` (train / val / test) for this rank (or ``world`` = (rank, size))."""
         split_name = self.splits[role]
         if split_name is None:
             raise PipelineError(f"no {role} split configured; set data.{role}_split to a split of {self.root}")
         split = self.manifest.split(split_name)
         train = role == "train"
-        rank, world_size = self.world()
+        rank, world_size = world or self.world()
         transform = build_transform(
             self.resolution, train=train, auto_augment=self.auto_augment, crop_pct=self.crop_pct,
             interpolation=self.interpolation, scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter,
@@ -165,9 +165,12 @@ class ShardDataModule(pl.LightningDataModule):
             keys=keys,
         )
 
-    def loader(self, role: str, *, keys: bool = False) -> ShardLoader:
-        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys."""
-        stream = self.stream(role, keys=keys)
+    def loader(self, role: str, *, keys: bool = False, world: tuple[int, int] | None = None) -> ShardLoader:
+        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys.
+
+        ``world`` = (rank, world size) builds another rank's loader (the CLI checks every rank's before DDP starts).
+        """
+        stream = self.stream(role, keys=keys, world=world)
         split = self.manifest.split(self.splits[role])
         if role == "train":
             num_batches = stream.train_batches()

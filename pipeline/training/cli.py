@@ -15,9 +15,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ArgumentError
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.trainer.states import TrainerStatus
@@ -26,13 +28,33 @@ from pytorch_lightning.utilities import rank_zero_only
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.errors import PipelineError
 from pipeline.experiments.results import git_commit, write_result
+from pipeline.io import atomic_write_text
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.callbacks import RunSummary
 from pipeline.training.checkpoint import AtomicCheckpointIO
+from pipeline.training.checks import (
+    HeldLogs,
+    check_batches,
+    check_checkpoint,
+    check_ckpt_path,
+    check_loop,
+    check_monitor,
+    check_recipe,
+)
+from pipeline.training.guards import NonFiniteError, NonFiniteGuard
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
-from pipeline.training.rundir import CHECKPOINT_DIR, SINGLE, RunOptions, run_dir, wandb_run_id
+from pipeline.training.recipe import Recipe
+from pipeline.training.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    SINGLE,
+    RunOptions,
+    check_run_dir,
+    run_dir,
+    wandb_run_id,
+)
 from pipeline.training.syncbn import check_sync_batchnorm, layer_sync_plugins
 
 REQUEUE_MODULE = "pipeline.cluster.requeue"  # the SLURM engineer's requeue-on-signal callback
@@ -73,6 +95,25 @@ def _requeue_callbacks() -> list[Callback]:
     return [importlib.import_module(REQUEUE_MODULE).RequeueOnSignal()]
 
 
+class RunConfig(SaveConfigCallback):
+    """Writes a fit's resolved config to ``<run dir>/config.yaml`` atomically (validate/test leave it alone).
+
+    The CLI has already checked that any config.yaml there describes the same run (``check_run_dir``).
+    """
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Rank 0, at fit's setup: write the config (temp file + rename, as every file that matters)."""
+        if stage == "fit":
+            path = Path(trainer.default_root_dir) / CONFIG_FILE
+            atomic_write_text(path, self.parser.dump(self.config, skip_none=False))
+
+
+def _one_line(err: BaseException) -> str:
+    """jsonargparse errors span lines and wrap a link's error in its call; the CLI prints the cause, one line."""
+    text = re.sub(r"\s+", " ", str(err)).strip()
+    return text.rsplit(" failed: ", 1)[-1] if text.startswith("Call to compute_fn") else text
+
+
 class PipelineCLI(LightningCLI):
     """LightningCLI with run directories, spec-derived links, early validation, loggers and result records."""
 
@@ -81,12 +122,24 @@ class PipelineCLI(LightningCLI):
     directory: Path
     summary: RunSummary
 
+    def __init__(self, *args: Any, held_logs: HeldLogs | None = None, **kwargs: Any) -> None:
+        self.held_logs = held_logs  # Lightning's log lines, let out once the run directory is made
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add ``run.*`` and link data ↔ model: classes to the model, resolution (from the spec) to the data."""
         parser.add_class_arguments(RunOptions, "run")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments(tuple(f"model.{k}" for k in SPEC_KEYS), "data.resolution",
                               compute_fn=spec_resolution, apply_on="parse")
+
+    def _parse_ckpt_path(self) -> None:
+        """Refuse an unsafe or unreadable checkpoint in one line before LightningCLI reads its hyper-parameters."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            check_checkpoint(Path(path))
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Resolve the spec and the run directory; every check here runs before any process group exists."""
@@ -97,26 +150,46 @@ class PipelineCLI(LightningCLI):
         if self.subcommand == "fit":  # the layer sync applies only while fitting
             check_sync_batchnorm(config.trainer.sync_batchnorm, config.trainer.accelerator)
         self.directory = run_dir(self.options, self.spec)
+        self.check_config(config)
         config.trainer.default_root_dir = str(self.directory)
+
+    def check_config(self, config: Any) -> None:
+        """The checks of :mod:`pipeline.training.checks` and, for fit, that the run directory is this run's."""
+        check_loop(config.trainer, self.subcommand)
+        recipe = Recipe(**config.model.recipe)
+        check_recipe(recipe)
+        check_monitor(self.options.monitor, recipe)
+        check_ckpt_path(config.ckpt_path, self.directory / CHECKPOINT_DIR)
+        if self.subcommand == "fit":
+            resolved = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
+            check_run_dir(self.directory, resolved, config.ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The configured Trainer plus this run's loggers, checkpointing, summary and (SLURM) requeue handling."""
         config = self.config[self.subcommand]
         dataset = self.options.dataset or Path(str(config.data.root)).name
         name, group = self.directory.name, self.options.sweep or SINGLE
-        run_id = wandb_run_id(self.directory, create=rank_zero_only.rank == 0)
         self.summary = RunSummary(dataset=dataset, extra={"run_name": name, "sweep": group})
         trainer_config = self.config_init[self.subcommand].trainer
         trainer_config.callbacks = [*(trainer_config.callbacks or []), *checkpoint_callbacks(
-            self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, *_requeue_callbacks()]
+            self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, NonFiniteGuard(),
+            *_requeue_callbacks()]
         plugins = trainer_config.plugins or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO(),
                    *layer_sync_plugins(config.trainer.sync_batchnorm)]
         if SLURMEnvironment.detect():
             # our requeue callback checkpoints outside the signal handler; Lightning's own would race it
             plugins.append(SLURMEnvironment(auto_requeue=False))
-        loggers = build_loggers(self.directory, name, group, self.options.project, run_id)
-        return super().instantiate_trainer(logger=loggers, plugins=plugins, **kwargs)
+        try:  # built before the run directory: what the Trainer refuses leaves nothing behind
+            trainer = super().instantiate_trainer(logger=False, plugins=plugins, **kwargs)
+        except (MisconfigurationException, ValueError) as err:
+            raise PipelineError(_one_line(err)) from None
+        check_batches(self.datamodule, trainer.world_size, self.subcommand)
+        run_id = wandb_run_id(self.directory, create=rank_zero_only.rank == 0)
+        trainer.loggers = build_loggers(self.directory, name, group, self.options.project, run_id)
+        if self.held_logs is not None:
+            self.held_logs.release()
+        return trainer
 
     def after_fit(self) -> None:
         """On rank 0 of a completed fit: W&B summary, finish the W&B run, then write result.json (last)."""
@@ -143,12 +216,6 @@ class PipelineCLI(LightningCLI):
         write_result(self.directory, record)
 
 
-def _one_line(err: BaseException) -> str:
-    """jsonargparse errors span lines and wrap a link's error in its call; the CLI prints the cause, one line."""
-    text = re.sub(r"\s+", " ", str(err)).strip()
-    return text.rsplit(" failed: ", 1)[-1] if text.startswith("Call to compute_fn") else text
-
-
 def main(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:
     """Run ``argv`` = [fit|validate|test, options…]; config mistakes raise PipelineError (one line, exit 2).
 
@@ -156,17 +223,30 @@ def main(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:
     """
     # argv is the command line itself (the dispatcher passes it on), not a second set of arguments
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    held = HeldLogs()  # a refusal is then the only line printed
     try:
         cli_class(
             ScaledClassifier, ShardDataModule,
             args=argv,
             seed_everything_default=0,
             trainer_defaults={"use_distributed_sampler": False},
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunConfig,
+            save_config_kwargs={"save_to_log_dir": False},
             parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False}
                                                        for cmd in ("fit", "validate", "test", "predict")}},
             auto_configure_optimizers=False,
+            held_logs=held,
         )
     except ArgumentError as err:
+        held.drop()
         raise PipelineError(_one_line(err)) from None
+    except NonFiniteError:
+        if rank_zero_only.rank != 0:
+            return 1  # every rank stops at the same step; rank 0 alone says so
+        raise
+    except PipelineError:
+        held.drop()
+        raise
+    finally:
+        held.release()
     return 0
