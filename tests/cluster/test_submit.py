@@ -49,11 +49,13 @@ def test_dry_run_prints_the_checked_command(shards: Path, tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize(("workers", "cpus"), [("0", "1"), ("3", "4")])
-def test_cpus_per_task_default_from_loader_workers(shards: Path, capsys: pytest.CaptureFixture[str], workers: str,
-                                                   cpus: str) -> None:
+def test_cpus_per_task_default_from_loader_workers(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], workers: str, cpus: str) -> None:
+    monkeypatch.chdir(tmp_path)
     code, out, _ = submit(capsys, "--config", DEMO, "--no-requeue", "--dry-run",
                           "--", "--data.root", str(shards), "--data.num_workers", workers)
     assert code == 0 and f"--cpus-per-task={cpus}" in shlex.split(out), out
+    assert list(tmp_path.iterdir()) == []  # --dry-run creates nothing
 
 
 @pytest.mark.parametrize(("args", "message"), [
