@@ -60,11 +60,13 @@ def install(env: Mapping[str, str] = os.environ) -> signals.Signals | None:
         return None
     try:
         sig = requeue_signal(env)
+        # the sbatch scripts' bash trap caught it before Python ran
+        trapped = parse_signal(env[SIGNALLED_ENV]) if env.get(SIGNALLED_ENV) else None
     except PipelineError:
         return None
     signals.signal(sig, _record)
-    if env.get(SIGNALLED_ENV):  # the batch shell's trap caught it (sbatch scripts), already in the name's form
-        _received.add(parse_signal(env[SIGNALLED_ENV]))
+    if trapped is not None:
+        _received.add(trapped)
     return sig
 
 

@@ -32,7 +32,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pipeline.cluster import early_signal
-from pipeline.cluster.early_signal import parse_signal, requeue_enabled, requeue_job
+from pipeline.cluster.early_signal import parse_signal, requeue_enabled, requeue_job, requeue_signal
 from pipeline.errors import PipelineError
 
 _NONE, _STOP, _REQUEUE = 0, 1, 2  # agreed across ranks with a max-reduce: requeue wins over stop
@@ -54,7 +54,7 @@ class RequeueOnSignal(Callback):
     """
 
     def __init__(self, signal: str | None = None) -> None:
-        self.signal = parse_signal(signal or os.environ.get(early_signal.SIGNAL_ENV) or "USR1")
+        self.signal = parse_signal(signal) if signal else requeue_signal()
         self._code = _NONE
         self._sigterm_before: Any = None  # SIGTERM's handler before setup, given back at teardown
 
