@@ -1,4 +1,4 @@
-"""The in-job launcher's pure parts: allocation → srun command, unique run names, environment."""
+"""The in-job launcher: allocation → srun command, unique run names, environment, CPU check (no SLURM needed)."""
 
 from __future__ import annotations
 
