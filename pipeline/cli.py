@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pipeline.cluster import early_signal  # standard library only
 from pipeline.errors import PipelineError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +34,7 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; a PipelineError becomes one line on stderr and exit status 2."""
+    early_signal.install()  # in a SLURM job: a requeue signal while torch imports is recorded, not fatal
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

@@ -142,3 +142,17 @@ def check_shards(resolved: ResolvedRun) -> None:
         ShardDataModule(**resolved.config["data"])
     except PipelineError as err:
         raise PipelineError(f"shards not visible from {socket.gethostname()}: {err}") from None
+
+
+def cpus_needed(resolved: ResolvedRun) -> int:
+    """CPUs one task of this run keeps busy: one per loader worker (``data.num_workers``) + the training process."""
+    return int(resolved.config["data"]["num_workers"]) + 1
+
+
+def check_cpus_per_task(cpus: int, resolved: ResolvedRun) -> None:
+    """Refuse fewer CPUs per task than the run's loader needs: its workers would share one core and starve the GPU."""
+    needed = cpus_needed(resolved)
+    if cpus < needed:
+        raise PipelineError(f"--cpus-per-task={cpus} but data.num_workers={needed - 1}: each task needs {needed} "
+                            f"CPUs (one per loader worker + the training process); request --cpus-per-task={needed} "
+                            "or lower data.num_workers")

@@ -21,9 +21,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cluster.checks import check_overrides, check_scontrol, check_shards, check_tasks_per_node, resolve_run
+from pipeline.cluster import early_signal
+from pipeline.cluster.checks import (
+    check_cpus_per_task,
+    check_overrides,
+    check_scontrol,
+    check_shards,
+    check_tasks_per_node,
+    resolve_run,
+)
+from pipeline.cluster.early_signal import REQUEUE_ENV, SIGNAL_ENV, requeue_enabled, requeue_job, requeue_signal
 from pipeline.cluster.manifest import read_manifest
-from pipeline.cluster.requeue import REQUEUE_ENV, SIGNAL_ENV, parse_signal, requeue_enabled
 from pipeline.errors import PipelineError
 
 # Inherited from the submitting shell they would point every node at the wrong rendezvous;
@@ -40,6 +48,7 @@ class Job:
     tasks_per_node: int
     gpus_per_node: int
     cpus_per_task: int | None
+    cpus_on_node: int | None
     restarts: int
     array_index: int | None
 
@@ -57,9 +66,16 @@ class Job:
             tasks_per_node=int(env["SLURM_NTASKS_PER_NODE"]),
             gpus_per_node=int(env.get("SLURM_GPUS_ON_NODE") or 0),
             cpus_per_task=int(env["SLURM_CPUS_PER_TASK"]) if env.get("SLURM_CPUS_PER_TASK") else None,
+            cpus_on_node=int(env["SLURM_CPUS_ON_NODE"]) if env.get("SLURM_CPUS_ON_NODE") else None,
             restarts=int(env.get("SLURM_RESTART_COUNT") or 0),
             array_index=int(env["SLURM_ARRAY_TASK_ID"]) if "SLURM_ARRAY_TASK_ID" in env else None,
         )
+
+    def task_cpus(self) -> int:
+        """CPUs each task gets: ``--cpus-per-task``, else this node's CPUs shared by its tasks, else SLURM's 1."""
+        if self.cpus_per_task:
+            return self.cpus_per_task
+        return max(self.cpus_on_node // self.tasks_per_node, 1) if self.cpus_on_node else 1
 
 
 def job_run_name(base: str, job: Job, parent: Path) -> str:
@@ -98,8 +114,7 @@ def srun_command(job: Job, config: str, overrides: list[str]) -> list[str]:
 def task_env(job: Job, env: dict[str, str]) -> dict[str, str]:
     """The environment for ``srun``: no stale rendezvous, threads per task, NCCL defaults that fail loudly."""
     env = {k: v for k, v in env.items() if k not in STALE_ENV}
-    if job.cpus_per_task:
-        env.setdefault("OMP_NUM_THREADS", str(job.cpus_per_task))
+    env.setdefault("OMP_NUM_THREADS", str(job.task_cpus()))
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a dead rank aborts the others instead of hanging them
     env.setdefault("NCCL_DEBUG", "WARN")
     return env
@@ -113,7 +128,7 @@ def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
     mode, target, extra = argv[0], argv[1], argv[2:]
     job = Job.from_env(env)
     check_tasks_per_node(job.tasks_per_node, job.gpus_per_node)
-    parse_signal(env.get(SIGNAL_ENV) or "USR1")
+    requeue_signal(env)
     if requeue_enabled(env):
         check_scontrol(job.job_id)
     if mode == "array":
@@ -129,6 +144,7 @@ def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
     check_overrides(overrides)
     resolved = resolve_run(config, overrides)
     check_shards(resolved)
+    check_cpus_per_task(job.task_cpus(), resolved)
     directory = resolved.run_dir
     if mode == "train":
         directory = directory.parent / job_run_name(directory.name, job, directory.parent)
@@ -136,8 +152,24 @@ def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
     return srun_command(job, config, overrides), task_env(job, env), directory
 
 
+def stop_before_training(env: dict[str, str]) -> int:
+    """The requeue signal came before ``srun`` started: nothing to save, so requeue (if on) and exit 0."""
+    name = requeue_signal(env).name
+    if not requeue_enabled(env):
+        print(f"pipeline launch: {name} before training started: stopping (requeue is off)", flush=True)
+        return 0
+    error = requeue_job(env["SLURM_JOB_ID"])
+    if error:
+        print(f"pipeline launch: error: {name} before training started, and `scontrol requeue` failed: {error}",
+              file=sys.stderr, flush=True)
+        return 1
+    print(f"pipeline launch: {name} before training started: requeued SLURM job {env['SLURM_JOB_ID']}", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Check, record the job in the run directory's ``slurm.log``, then exec ``srun`` (never returns)."""
+    sig = early_signal.install()  # first: the checks below take seconds (they import the training stack)
     try:
         cmd, env, directory = prepare(argv, dict(os.environ))
     except PipelineError as err:
@@ -149,7 +181,9 @@ def main(argv: list[str]) -> int:
                   f"restart {env.get('SLURM_RESTART_COUNT', '0')} nodes {env.get('SLURM_JOB_NODELIST')} "
                   f"requeue {env.get(REQUEUE_ENV, '1')} signal {env.get(SIGNAL_ENV, 'USR1')}\n")
     print(f"pipeline launch: {socket.gethostname()} run {directory}\n  {' '.join(cmd)}", flush=True)
-    os.execvpe(cmd[0], cmd, env)
+    if sig is not None and early_signal.received(sig):
+        return stop_before_training(env)
+    os.execvpe(cmd[0], cmd, env)  # srun installs its own handlers (it forwards the signal to the tasks)
 
 
 if __name__ == "__main__":

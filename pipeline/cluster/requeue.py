@@ -3,16 +3,23 @@
 Lightning's own SLURM auto-requeue saves the checkpoint *inside* the signal handler and its SIGTERM
 handler issues a collective from inside the handler; both can hang a DDP job when the signal lands
 mid-collective (Lightning-AI/pytorch-lightning#21406). Here the handlers only record the signal; the
-work happens at the next training-batch end, where every rank agrees (one all-reduce of a small code)
-and saves the same step.
+work happens at the next safe point, where every rank agrees (one all-reduce of a small code):
+
+- ``setup`` and ``on_train_start``: nothing trained in this start yet, so nothing to save; the next
+  start resumes from the same ``last.ckpt`` (or starts fresh). This covers a signal that arrived while
+  the task was still importing (recorded by :mod:`pipeline.cluster.early_signal`).
+- every training-batch end, and the end of every validation during fit. Validation itself is not
+  interrupted: ranks may run different numbers of eval batches (exact eval), so a per-batch collective
+  there could deadlock; every rank reaches ``on_validation_end``, so the agreement waits for it. The
+  signal lead (``--signal-lead``) must cover one validation pass plus a checkpoint save.
 """
 
 from __future__ import annotations
 
 import os
 import signal as signals
-import subprocess
-from collections.abc import Mapping
+import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,41 +27,26 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from pipeline.cluster import early_signal
+from pipeline.cluster.early_signal import parse_signal, requeue_enabled, requeue_job, requeue_signal
 from pipeline.errors import PipelineError
 
-SIGNAL_ENV = "CLUSTER_REQUEUE_SIGNAL"
-REQUEUE_ENV = "CLUSTER_REQUEUE"
 _NONE, _STOP, _REQUEUE = 0, 1, 2  # agreed across ranks with a max-reduce: requeue wins over stop
-
-
-def parse_signal(name: str) -> signals.Signals:
-    """``"USR1"``, ``"SIGUSR2"``, ``"usr2"`` or ``"12"`` → the signal; PipelineError for anything unusable."""
-    text = name.strip().upper()
-    try:
-        sig = signals.Signals(int(text)) if text.isdigit() else signals.Signals["SIG" + text.removeprefix("SIG")]
-    except (KeyError, ValueError):
-        sig = None
-    if sig is None or sig in (signals.SIGTERM, signals.SIGKILL, signals.SIGSTOP):
-        raise PipelineError(f"unusable requeue signal {name!r}: use USR1 (the default) or USR2")
-    return sig
-
-
-def requeue_enabled(env: Mapping[str, str] = os.environ) -> bool:
-    """Requeue only inside a SLURM job, and not when the submitter turned it off (``CLUSTER_REQUEUE=0``)."""
-    return "SLURM_JOB_ID" in env and env.get(REQUEUE_ENV, "1") != "0"
+WANDB_CLOSE_S = 30.0  # the longest W&B may delay the requeue
 
 
 class RequeueOnSignal(Callback):
     """On the requeue signal: save ``last.ckpt``, ``scontrol requeue`` the job (rank 0), exit cleanly.
 
     On SIGTERM (plain ``scancel``, or the kill at a time limit) it saves ``last.ckpt`` and exits without
-    requeueing. Either way the save happens at the first training-batch end after the signal, on the same
-    step on every rank; the next ``pipeline fit … --ckpt_path last`` resumes from it. The checkpoint goes
-    to ``trainer.checkpoint_callback.dirpath`` through the trainer's checkpoint IO (atomic in this project).
+    requeueing. Either way the save happens at the first safe point after the signal (see the module
+    docstring), on the same step on every rank; the next ``pipeline fit … --ckpt_path last`` resumes
+    from it. The checkpoint goes to ``trainer.checkpoint_callback.dirpath`` through the trainer's
+    checkpoint IO (atomic in this project). The process exits with status 0 (Lightning's SIGTERM exit).
 
     Args:
         signal: the requeue signal (``"USR1"``/``"USR2"``); default: ``$CLUSTER_REQUEUE_SIGNAL``, else USR1.
@@ -62,7 +54,7 @@ class RequeueOnSignal(Callback):
     """
 
     def __init__(self, signal: str | None = None) -> None:
-        self.signal = parse_signal(signal or os.environ.get(SIGNAL_ENV) or "USR1")
+        self.signal = parse_signal(signal) if signal else requeue_signal()
         self._code = _NONE
         self._sigterm_before: Any = None  # SIGTERM's handler before setup, given back at teardown
 
@@ -75,11 +67,14 @@ class RequeueOnSignal(Callback):
         previous = signals.signal(signals.SIGTERM, self._on_signal)
         if self._sigterm_before is None:
             self._sigterm_before = previous
+        if early_signal.received(self.signal):  # arrived before this process could checkpoint
+            self._code = max(self._code, _REQUEUE)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Catch the signals from the start of fitting, so one arriving during start-up is not lost."""
+        """Catch the signals from the start of fitting; act on one that arrived during start-up."""
         if stage == "fit":
             self._install()
+            self._agree_and_stop(trainer, trained=False)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Take SIGTERM back from Lightning, which registered its own handler after ``setup``."""
@@ -88,6 +83,7 @@ class RequeueOnSignal(Callback):
             raise PipelineError("RequeueOnSignal needs a ModelCheckpoint callback with a dirpath to save last.ckpt")
         rank_zero_info(f"RequeueOnSignal: {self.signal.name} checkpoints and "
                        f"{'requeues' if requeue_enabled() else 'stops'}; SIGTERM checkpoints and stops")
+        self._agree_and_stop(trainer, trained=False)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Give SIGTERM back; keep the requeue signal, so one arriving while the result is written does not kill it."""
@@ -95,19 +91,36 @@ class RequeueOnSignal(Callback):
             signals.signal(signals.SIGTERM, self._sigterm_before)
             self._sigterm_before = None
 
-    # --- the safe point ----------------------------------------------------------------------------
+    # --- the safe points -----------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         """Agree across ranks whether any got a signal; if so save, maybe requeue, and stop."""
+        self._agree_and_stop(trainer, trained=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The same at the end of a validation during fit (a signal that arrived while evaluating)."""
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
+        self._agree_and_stop(trainer, trained=True, pl_module=pl_module)
+
+    def _agree_and_stop(self, trainer: pl.Trainer, trained: bool, pl_module: pl.LightningModule | None = None) -> None:
         code = torch.tensor(self._code, device=trainer.strategy.root_device)
         code = int(trainer.strategy.reduce(code, reduce_op="max"))
         if code == _NONE:
             return
-        path = self._save_last(trainer)
         requeue = code == _REQUEUE and requeue_enabled()
+        if trained:
+            if pl_module is not None:
+                # Lightning calls the checkpoint callbacks' on_validation_end after ours: let them see this
+                # validation first (best.ckpt), since the resumed run skips it (it restarts after it)
+                for callback in trainer.checkpoint_callbacks:
+                    callback.on_validation_end(trainer, pl_module)
+            done = f"saved {self._save_last(trainer)} at global step {trainer.global_step}"
+        else:
+            done = "nothing trained in this start yet, nothing to save"
         if trainer.is_global_zero:
             why = self.signal.name if code == _REQUEUE else "SIGTERM"
-            rank_zero_info(f"RequeueOnSignal: {why} → saved {path} at global step {trainer.global_step}")
-            self._close_wandb(trainer, preempting=requeue)
+            rank_zero_info(f"RequeueOnSignal: {why} → {done}")
+            self._close_wandb(preempting=requeue)
             if requeue:
                 self._requeue()
         # Lightning's own exit for a SIGTERM: tears the trainer down, skips everything after fit, exit status 0.
@@ -129,33 +142,39 @@ class RequeueOnSignal(Callback):
         return path
 
     @staticmethod
-    def _close_wandb(trainer: pl.Trainer, preempting: bool) -> None:
-        """Finish the W&B run and stop W&B's service process now, before a requeue or cancel SIGTERMs them.
+    def _close_wandb(preempting: bool) -> None:
+        """Finish this process's W&B run and stop W&B's service, for at most WANDB_CLOSE_S seconds.
 
-        The next start resumes the same run (the training CLI keeps its id in the run directory).
+        Before the requeue, on purpose: the requeue SIGTERMs every process of the job, W&B's service
+        (wandb-core) included, which then exits at once and loses the records it has not written yet
+        (measured: 32 KiB written of a 52 KiB run). The deadline keeps a slow or hung W&B from delaying
+        the requeue past the time limit; the checkpoint is already saved. The next start resumes the run.
         """
-        runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-        if not runs:
+        wandb = sys.modules.get("wandb")  # imported by the logger only if this process started a run
+        if wandb is None or wandb.run is None:
             return
-        import wandb
+        errors: list[BaseException] = []
 
-        try:
-            if preempting:
-                for run in runs:
-                    run.mark_preempting()
-            wandb.teardown()
-        except Exception as err:  # scancel SIGTERMs W&B's service process too; the checkpoint is what matters
-            rank_zero_warn(f"RequeueOnSignal: W&B did not close cleanly ({type(err).__name__}: {err}); "
-                           "the offline run keeps what it logged and the next start resumes it")
+        def close() -> None:
+            try:
+                if preempting:
+                    wandb.run.mark_preempting()
+                wandb.teardown()
+            except Exception as err:  # a cancel SIGTERMs W&B's service too; the checkpoint is what matters
+                errors.append(err)
+
+        closer = threading.Thread(target=close, name="wandb-close", daemon=True)
+        closer.start()
+        closer.join(WANDB_CLOSE_S)
+        if closer.is_alive() or errors:
+            why = f"{type(errors[0]).__name__}: {errors[0]}" if errors else f"still closing after {WANDB_CLOSE_S:g} s"
+            rank_zero_warn(f"RequeueOnSignal: W&B did not close cleanly ({why}); the offline run keeps what "
+                           "it wrote and the next start resumes it")
 
     @staticmethod
     def _requeue() -> None:
         job_id = os.environ["SLURM_JOB_ID"]
-        try:
-            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
-            error = done.stderr.strip() if done.returncode else ""
-        except (OSError, subprocess.TimeoutExpired) as err:
-            error = str(err)
+        error = requeue_job(job_id)
         if error:  # the checkpoint is saved: a manual resubmit resumes from it
             rank_zero_warn(f"RequeueOnSignal: `scontrol requeue {job_id}` failed: {error}")
         else:

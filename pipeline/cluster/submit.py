@@ -9,8 +9,9 @@ A run manifest as a job array (only runs without ``result.json``, at most K at o
     pipeline submit --manifest runs/sweep/manifest.json --max-parallel 4 [-- overrides for every run…]
 
 Every check runs before ``sbatch`` (and again inside the job): the config parses through the training
-CLI, one task per GPU, the shards are visible, ``scontrol`` exists when requeue is on. ``--dry-run``
-prints the ``sbatch`` command instead of running it.
+CLI, one task per GPU, the shards are visible, enough CPUs per task for the loader workers
+(``--cpus-per-task`` defaults to ``data.num_workers`` + 1), ``scontrol`` exists when requeue is on.
+``--dry-run`` prints the ``sbatch`` command instead of running it (it needs no SLURM command here).
 """
 
 from __future__ import annotations
@@ -26,19 +27,22 @@ from pathlib import Path
 
 from pipeline.cluster.checks import (
     ResolvedRun,
+    check_cpus_per_task,
     check_overrides,
     check_scontrol,
     check_shards,
     check_tasks_per_node,
     check_time_limit,
+    cpus_needed,
     resolve_run,
 )
+from pipeline.cluster.early_signal import REQUEUE_ENV, SIGNAL_ENV, parse_signal
 from pipeline.cluster.launch import run_dir_overrides
 from pipeline.cluster.manifest import index_ranges, pending, read_manifest
-from pipeline.cluster.requeue import REQUEUE_ENV, SIGNAL_ENV, parse_signal
 from pipeline.errors import PipelineError
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
+SETUP_ENV = "CLUSTER_SETUP"  # sourced by slurm/*.sbatch before Python
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=1, help="nodes per run (default 1)")
     p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; 0 = CPU-only (gloo)")
     p.add_argument("--ntasks-per-node", type=int, help="tasks per node (default: one per GPU, or 1 on CPU)")
-    p.add_argument("--cpus-per-task", type=int, help="CPUs per task (also the tasks' OMP_NUM_THREADS)")
+    p.add_argument("--cpus-per-task", type=int,
+                   help="CPUs per task (also the tasks' OMP_NUM_THREADS; default and minimum: data.num_workers + 1)")
     p.add_argument("--time", help="time limit, e.g. 04:00:00")
     p.add_argument("--partition", help="SLURM partition")
     p.add_argument("--job-name", help="job name (default: the run name or the manifest's name)")
@@ -64,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-requeue", action="store_true", help="on the signal only checkpoint and stop")
     p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                    help="extra sbatch option, e.g. --sbatch-arg=--account=abc (repeatable)")
+    p.add_argument("--setup", default=os.environ.get(SETUP_ENV), metavar="FILE",
+                   help=f"shell file the job sources before Python: module loads, conda activate (${SETUP_ENV})")
     p.add_argument("--dry-run", action="store_true", help="check, then print the sbatch command instead")
     return p
 
@@ -88,14 +95,19 @@ def main(argv: list[str]) -> int:
     options, overrides = split_overrides(argv[1:])
     args = build_parser().parse_args(options)
     tasks = args.ntasks_per_node if args.ntasks_per_node is not None else max(args.gpus_per_node, 1)
-    if args.nodes < 1 or args.gpus_per_node < 0 or args.max_parallel < 1 or args.signal_lead < 0:
-        raise PipelineError("--nodes and --max-parallel must be ≥ 1, --gpus-per-node and --signal-lead ≥ 0")
+    if (args.nodes < 1 or args.gpus_per_node < 0 or args.max_parallel < 1 or args.signal_lead < 0
+            or (args.cpus_per_task is not None and args.cpus_per_task < 1)):
+        raise PipelineError("--nodes, --max-parallel and --cpus-per-task must be ≥ 1, --gpus-per-node and "
+                            "--signal-lead ≥ 0")
     check_tasks_per_node(tasks, args.gpus_per_node)
     check_overrides(overrides)
     check_time_limit(args.time, args.signal_lead)
     signal = parse_signal(args.signal).name.removeprefix("SIG")
-    if not args.no_requeue:
+    if not args.no_requeue and not args.dry_run:  # --dry-run only prints: it works where SLURM is not installed
         check_scontrol()
+    if args.setup and not Path(args.setup).is_file():
+        raise PipelineError(f"--setup {args.setup} not found (the job sources it before Python; relative paths "
+                            f"are from {Path.cwd()})")
     if not (SLURM_DIR / "train.sbatch").is_file():
         raise PipelineError(f"{SLURM_DIR}/train.sbatch not found: run pipeline from its repository clone "
                             "(pip install -e .)")
@@ -105,6 +117,7 @@ def main(argv: list[str]) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     if args.config:
         resolved = check_run(args.config, overrides)
+        checked = [resolved]
         script, target, array = "train.sbatch", args.config, None
         name = args.job_name or resolved.run_dir.name
         log = resolved.run_dir.parent / "slurm-logs" / f"%x-%j-{stamp}.out"
@@ -115,24 +128,28 @@ def main(argv: list[str]) -> int:
             print(f"pipeline submit: all {len(runs)} runs of {args.manifest} have a result.json; nothing to submit",
                   file=sys.stderr)
             return 0
-        for i in todo:
-            run = runs[i]
-            check_run(run.config, [*run.overrides, *overrides, *run_dir_overrides(Path(run.run_dir))])
+        checked = [check_run(run.config, [*run.overrides, *overrides, *run_dir_overrides(Path(run.run_dir))])
+                   for run in (runs[i] for i in todo)]
         script, target = "array.sbatch", args.manifest
         array = f"{index_ranges(todo)}%{args.max_parallel}"
         name = args.job_name or Path(args.manifest).stem
         log = Path(args.manifest).parent / "slurm-logs" / f"%x-%A_%a-{stamp}.out"
 
+    cpus = args.cpus_per_task or max(map(cpus_needed, checked))  # one allocation shape for every array task
+    for run in checked:
+        check_cpus_per_task(cpus, run)
     cmd = [
         "sbatch", "--parsable", "--export=ALL", f"--job-name={name}", f"--nodes={args.nodes}",
         f"--ntasks-per-node={tasks}", f"--signal={signal}@{args.signal_lead}",
         "--no-requeue" if args.no_requeue else "--requeue", f"--output={log}",
     ]
     cmd += [f"--{key.replace('_', '-')}={value}" for key, value in
-            (("gpus_per_node", args.gpus_per_node or None), ("cpus_per_task", args.cpus_per_task),
+            (("gpus_per_node", args.gpus_per_node or None), ("cpus_per_task", cpus),
              ("time", args.time), ("partition", args.partition), ("array", array)) if value]
     cmd += [*args.sbatch_arg, str(SLURM_DIR / script), target, *overrides]
     env = {"CLUSTER_PYTHON": sys.executable, SIGNAL_ENV: signal, REQUEUE_ENV: "0" if args.no_requeue else "1"}
+    if args.setup:
+        env[SETUP_ENV] = str(Path(args.setup).resolve())
     if args.dry_run:
         print(shlex.join([f"{k}={v}" for k, v in env.items()] + cmd))
         return 0

@@ -1,4 +1,4 @@
-"""The in-job launcher's pure parts: allocation → srun command, unique run names, environment."""
+"""The in-job launcher: allocation → srun command, unique run names, environment, CPU check (no SLURM needed)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.cluster.checks import check_overrides, check_tasks_per_node, time_limit_s
-from pipeline.cluster.launch import Job, job_run_name, run_dir_overrides, srun_command, task_env
+from pipeline.cluster.launch import Job, job_run_name, prepare, run_dir_overrides, srun_command, task_env
 from pipeline.errors import PipelineError
+
+DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
 ENV = {"SLURM_JOB_ID": "42", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "4", "SLURM_GPUS_ON_NODE": "4",
        "SLURM_CPUS_PER_TASK": "8", "MASTER_ADDR": "stale-host", "MASTER_PORT": "1234"}
@@ -58,3 +60,17 @@ def test_time_limits() -> None:
     cases = {"90": 5400, "1:30": 90, "4:00:00": 14400, "2-0": 172800, "1-2:3": 93780, "1-2:3:4": 93784}
     assert {text: time_limit_s(text) for text in cases} == cases
     assert time_limit_s("UNLIMITED") is None
+
+
+def test_cpus_per_task_inside_the_job(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher cannot change the allocation: too few CPUs for the loader workers fail the job at once."""
+    monkeypatch.chdir(tmp_path)
+    env = {"SLURM_JOB_ID": "9", "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "2", "CLUSTER_REQUEUE": "0"}
+    argv = ["train", DEMO, "--data.root", str(shards), "--data.num_workers", "2"]
+    with pytest.raises(PipelineError, match=r"^--cpus-per-task=1 but data.num_workers=2: each task needs 3 CPUs"):
+        prepare(argv, env)  # no --cpus-per-task, no CPU count: SLURM's default of one CPU per task
+    with pytest.raises(PipelineError, match=r"^--cpus-per-task=2 but data.num_workers=2"):
+        prepare(argv, {**env, "SLURM_CPUS_PER_TASK": "2"})
+    cmd, task, _ = prepare(argv, {**env, "SLURM_CPUS_ON_NODE": "6"})  # e.g. --exclusive: 6 CPUs for 2 tasks
+    assert task["OMP_NUM_THREADS"] == "3" and "--cpus-per-task=3" not in cmd  # srun keeps the job's own split
+    assert not (tmp_path / "runs").exists()  # checks only; main() creates the run directory

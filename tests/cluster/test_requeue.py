@@ -1,4 +1,8 @@
-"""RequeueOnSignal on two real gloo ranks: one signalled rank stops both at the same step; resume continues."""
+"""RequeueOnSignal on two real gloo ranks: one signalled rank stops both at the same step; resume continues.
+
+A signal during validation stops at that validation's end; one recorded before training (the early
+handler of pipeline.cli / the sbatch scripts) stops both ranks before any step, with nothing saved.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cluster.requeue import RequeueOnSignal, parse_signal
+from pipeline.cluster import early_signal
+from pipeline.cluster.early_signal import parse_signal
+from pipeline.cluster.requeue import RequeueOnSignal
 from pipeline.errors import PipelineError
 
 SCRIPT = Path(__file__).with_name("signal_run.py")
 
 
-def _fit(out: Path, max_steps: int, *signal_at: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CLUSTER_"))}
+def _fit(out: Path, max_steps: int, *signal_at: str, env: dict[str, str] | None = None) -> str:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CLUSTER_"))}, **(env or {})}
     done = subprocess.run([sys.executable, str(SCRIPT), str(out), str(max_steps), *signal_at],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -54,3 +60,31 @@ def test_signal_names(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("TERM", "KILL", "HUP2", ""):
         with pytest.raises(PipelineError, match="use USR1"):
             parse_signal(bad)
+
+
+@pytest.mark.slow
+def test_signal_during_validation_stops_at_its_end(tmp_path: Path) -> None:
+    log = _fit(tmp_path, 8, "0", "SIGUSR1", "val3")  # validation after step 3; the next batch end would be step 4
+    assert "rank 0 stopped at step 3" in log and "rank 1 stopped at step 3" in log, log
+    assert "SIGUSR1 → saved" in log and _step(tmp_path / "checkpoints" / "last.ckpt") == 3
+
+
+@pytest.mark.slow
+def test_signal_before_training_stops_without_a_checkpoint(tmp_path: Path) -> None:
+    """As in a job whose batch shell or task got the signal while starting (requeue off: no scontrol here)."""
+    env = {"SLURM_JOB_ID": "1", early_signal.REQUEUE_ENV: "0", early_signal.SIGNALLED_ENV: "USR1"}
+    log = _fit(tmp_path, 8, env=env)
+    assert "rank 0 stopped at step 0" in log and "rank 1 stopped at step 0" in log, log
+    assert "SIGUSR1 → nothing trained in this start yet" in log
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("install", [True, False])
+def test_early_handler_records_instead_of_dying(install: bool) -> None:
+    """A requeue signal right after install() is recorded; without install() it kills the process."""
+    code = ("import os\nfrom pipeline.cluster import early_signal\n"
+            f"sig = early_signal.install() if {install} else early_signal.requeue_signal()\n"
+            "os.kill(os.getpid(), sig)\nprint(early_signal.received(sig))")
+    env = {**os.environ, "SLURM_JOB_ID": "1", early_signal.SIGNAL_ENV: "USR2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == ((0, "True\n") if install else (-12, "")), done.stderr

@@ -1,4 +1,8 @@
-"""``pipeline submit``: every check runs before sbatch; --dry-run shows the command that would be submitted."""
+"""``pipeline submit``: every check runs before sbatch; --dry-run shows the command that would be submitted.
+
+None of these needs SLURM installed: --dry-run only prints, and the one test of a real submit checks
+that a host without SLURM's client commands is refused (PATH holds none of them).
+"""
 
 from __future__ import annotations
 
@@ -15,32 +19,43 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded digits as real shards."""
-    out = tmp_path_factory.mktemp("digits")
-    assert cli.main(["shards", "digits", "--out", str(out)]) == 0
-    return out
-
-
 def submit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = cli.main(["submit", *args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
+def no_slurm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A host without SLURM's client commands, whatever this machine has installed."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+
+
 def test_dry_run_prints_the_checked_command(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
+    no_slurm(monkeypatch, tmp_path)  # requeue is on, but --dry-run only prints: no scontrol needed
+    (tmp_path / "env.sh").write_text("module load cuda\n")
     code, out, _ = submit(capsys, "--config", DEMO, "--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "8",
-                          "--signal", "USR2", "--time", "1:00:00", "--dry-run", "--", "--data.root", str(shards))
+                          "--signal", "USR2", "--time", "1:00:00", "--setup", "env.sh", "--dry-run",
+                          "--", "--data.root", str(shards))
     assert code == 0
     words = shlex.split(out)
     assert "CLUSTER_REQUEUE_SIGNAL=USR2" in words and "CLUSTER_REQUEUE=1" in words
+    assert f"CLUSTER_SETUP={tmp_path / 'env.sh'}" in words  # absolute: the job runs from its own directory
     for opt in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--signal=USR2@120",
                 "--requeue", "--time=1:00:00", "--job-name=compound-phi0", str(REPO / "slurm" / "train.sbatch")):
         assert opt in words, out
     assert words[-3:] == [DEMO, "--data.root", str(shards)]
+
+
+@pytest.mark.parametrize(("workers", "cpus"), [("0", "1"), ("3", "4")])
+def test_cpus_per_task_default_from_loader_workers(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], workers: str, cpus: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = submit(capsys, "--config", DEMO, "--no-requeue", "--dry-run",
+                          "--", "--data.root", str(shards), "--data.num_workers", workers)
+    assert code == 0 and f"--cpus-per-task={cpus}" in shlex.split(out), out
+    assert list(tmp_path.iterdir()) == []  # --dry-run creates nothing
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -52,6 +67,11 @@ def test_dry_run_prints_the_checked_command(shards: Path, tmp_path: Path, monkey
     (["--signal", "TERM"], "unusable requeue signal"),
     (["--time", "2:00"], "--time=2:00 is not longer than the requeue signal's lead (120 s)"),
     (["--time", "4h"], "--time=4h is not a SLURM time limit"),
+    (["--cpus-per-task", "2", "--", "--data.num_workers", "8"],
+     "--cpus-per-task=2 but data.num_workers=8: each task needs 9 CPUs (one per loader worker + the training "
+     "process); request --cpus-per-task=9 or lower data.num_workers"),
+    (["--cpus-per-task", "0"], "--cpus-per-task must be ≥ 1"),
+    (["--setup", "/nonexistent/env.sh"], "--setup /nonexistent/env.sh not found"),
 ])
 def test_bad_requests_are_refused(shards: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                   message: str) -> None:
@@ -64,9 +84,11 @@ def test_bad_requests_are_refused(shards: Path, capsys: pytest.CaptureFixture[st
 
 def test_requeue_needs_scontrol(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # a host without SLURM's client commands
-    code, _, err = submit(capsys, "--config", DEMO, "--dry-run", "--", "--data.root", str(shards))
+    no_slurm(monkeypatch, tmp_path)
+    code, _, err = submit(capsys, "--config", DEMO, "--", "--data.root", str(shards))
     assert code == 2 and "`scontrol` is not on PATH" in err, err
+    code, _, err = submit(capsys, "--config", DEMO, "--no-requeue", "--", "--data.root", str(shards))
+    assert code == 2 and "`sbatch` is not on PATH" in err, err
 
 
 def test_manifest_submits_only_unfinished_runs(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -4,13 +4,16 @@
 (b) a USR1 mid-epoch checkpoints, requeues and resumes to the same step count and W&B run (twice);
 plain scancel checkpoints and does not requeue;
 (c) a 3-entry manifest runs as a throttled job array, and re-submitting it finds nothing to do;
-(d) mismatched or impossible requests are refused before sbatch, or at the top of the job.
+(d) mismatched or impossible requests are refused before sbatch, or at the top of the job;
+(e) a USR1 while the job starts (the launcher checking, then the tasks importing) requeues it, and the
+run then completes.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,6 +65,26 @@ def wait_for(path: Path, text: str, count: int, timeout: float) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"{text!r} not {count}× in {path} after {timeout:.0f} s:\n{content[-3000:]}")
+
+
+def catching(job: int, module: str, count: int, timeout: float) -> None:
+    """Wait until ``count`` processes of job ``job`` run ``python -m <module>`` with a USR1 handler (the early one)."""
+    mask = 1 << (signal.SIGUSR1 - 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = 0
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if (f"\0{module}\0".encode() in proc.joinpath("cmdline").read_bytes()
+                        and f"\0SLURM_JOB_ID={job}\0".encode() in b"\0" + proc.joinpath("environ").read_bytes()):
+                    status = proc.joinpath("status").read_text()
+                    found += bool(int(re.search(r"SigCgt:\s*([0-9a-f]+)", status).group(1), 16) & mask)
+            except (OSError, AttributeError):
+                continue  # exited meanwhile
+        if found >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not {count} processes of job {job} run {module} with a USR1 handler after {timeout:.0f} s")
 
 
 def test_two_node_gloo_all_reduce(slurm_cluster, tmp_path: Path) -> None:
@@ -173,3 +196,35 @@ def test_d_bad_requests_are_refused(slurm_cluster, shards: Path, tmp_path: Path)
     log = (tmp_path / f"slurm-train-{job}.out").read_text()
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", log
     assert log.strip().splitlines()[-1].startswith("pipeline launch: error: shards not visible from "), log
+
+    missing = tmp_path / "no-env.sh"  # the set-up hook names a file that is not there: one line, exit 2
+    job = slurm_cluster.sbatch(f"--export=ALL,CLUSTER_SETUP={missing}", TRAIN, DEMO, cwd=tmp_path)
+    info = slurm_cluster.wait(job, timeout=120)
+    log = (tmp_path / f"slurm-train-{job}.out").read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", log
+    assert log == f"train.sbatch: error: CLUSTER_SETUP={missing} not found\n"
+
+
+def test_e_signal_during_start_up_requeues_and_completes(slurm_cluster, shards: Path, tmp_path: Path) -> None:
+    """USR1 to the batch step while its launcher checks the config, then to the tasks while they import
+    torch: neither start has anything to save, each is requeued (never FAILED), the third one trains."""
+    setup = tmp_path / "env.sh"  # the set-up hook (module load, conda activate …), sourced on every start
+    setup.write_text('echo "env.sh sourced"\n')
+    job = slurm_cluster.sbatch("-N2", "--ntasks-per-node=1", "--cpus-per-task=1", f"--export=ALL,CLUSTER_SETUP={setup}",
+                               TRAIN, DEMO, *small(shards), "--trainer.max_epochs", "1", cwd=tmp_path)
+    log = tmp_path / f"slurm-train-{job}.out"
+    catching(job, "pipeline.cluster.launch", 1, timeout=120)
+    slurm_cluster.run("scancel", "-b", "--signal=USR1", str(job))  # the batch step only: no srun step yet
+    wait_for(log, f"pipeline launch: SIGUSR1 before training started: requeued SLURM job {job}", 1, timeout=120)
+    catching(job, "pipeline.cli", 2, timeout=120)  # both tasks of the second start, still importing torch
+    slurm_cluster.run("scancel", "--signal=USR1", str(job))
+    info = slurm_cluster.wait(job, timeout=300)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "2", text[-5000:]
+    assert "RequeueOnSignal: SIGUSR1 → nothing trained in this start yet, nothing to save" in text
+    assert "User defined signal" not in text and text.count(f"requeued SLURM job {job}") == 2, text[-5000:]
+    run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
+    restarts = [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()]
+    assert restarts == ["0", "1", "2"]  # every start used the same run directory
+    assert text.count("env.sh sourced") == 3
+    assert global_step(run_dir) == BATCHES  # the third start trained the whole (one-epoch) run
