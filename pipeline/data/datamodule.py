@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
-from pipeline.data.transforms import SampleDecoder, build_transform, decode_side
+from pipeline.data.transforms import SampleDecoder, fast_transform, normalize_images
 from pipeline.errors import PipelineError
 
 # Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see stream.py)
@@ -133,14 +134,14 @@ class ShardDataModule(pl.LightningDataModule):
         split = self.manifest.split(split_name)
         train = role == "train"
         rank, world_size = self.world()
-        transform = build_transform(
+        transform = fast_transform(
             self.resolution, train=train, auto_augment=self.auto_augment, crop_pct=self.crop_pct,
             interpolation=self.interpolation, scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter,
         )
         return ShardStream(
             self.manifest.urls(split_name),
             [s.count for s in split.shards],
-            SampleDecoder(transform, decode_side(self.resolution, self.crop_pct)),
+            SampleDecoder(transform),
             self.batch_size if train else self.eval_batch_size,
             train=train, rank=rank, world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
             keys=keys,
@@ -173,3 +174,7 @@ class ShardDataModule(pl.LightningDataModule):
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
             epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise the uint8 images of a batch on its device (Lightning calls this in fit, validate, test)."""
+        return (normalize_images(batch[0]), *batch[1:])
