@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from pipeline.data.dali import DaliLoader, require_dali
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
 from pipeline.data.transforms import SampleDecoder, fast_transform, normalize_images
@@ -36,6 +37,8 @@ class ShardDataModule(pl.LightningDataModule):
         hflip: horizontal-flip probability.
         color_jitter: colour-jitter strength when ``auto_augment`` is None (None or 0 = off).
         train_split / val_split / test_split: split names in the manifest (None = not used).
+        backend: ``pil`` (CPU decode in loader workers) or ``dali`` (NVIDIA DALI, nvJPEG on the GPU; optional
+            dependency, see :mod:`pipeline.data.dali`). Both give uint8 batches, normalised on the device.
 
     The manifest is read and checked, and local train/val shards are checked to exist, in ``__init__``: a bad
     root is a PipelineError before any training starts (the test split: at ``setup("test")``).
@@ -59,6 +62,7 @@ class ShardDataModule(pl.LightningDataModule):
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = "test",
+        backend: str = "pil",
     ) -> None:
         super().__init__()
         if resolution < 1 or batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -72,6 +76,11 @@ class ShardDataModule(pl.LightningDataModule):
         self.auto_augment, self.crop_pct, self.interpolation = auto_augment, crop_pct, interpolation
         self.scale, self.hflip, self.color_jitter = tuple(scale), hflip, color_jitter
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        if backend not in ("pil", "dali"):
+            raise PipelineError(f"data.backend must be pil or dali, not {backend!r}")
+        if backend == "dali":
+            require_dali()
+        self.backend = backend
         self.manifest: Manifest = load_manifest(self.root)
         self.check()
 
@@ -148,7 +157,9 @@ class ShardDataModule(pl.LightningDataModule):
         )
 
     def loader(self, role: str, *, keys: bool = False) -> ShardLoader:
-        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys."""
+        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys (pil only)."""
+        if self.backend == "dali":
+            return self.dali_loader(role)
         stream = self.stream(role, keys=keys)
         split = self.manifest.split(self.splits[role])
         if role == "train":
@@ -173,6 +184,17 @@ class ShardDataModule(pl.LightningDataModule):
         return ShardLoader(
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
             epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(),
+        )
+
+    def dali_loader(self, role: str) -> DaliLoader:
+        """The DALI loader of ``role`` for this rank (same batch contract; see :mod:`pipeline.data.dali`)."""
+        split = self.manifest.split(self.splits[role])
+        rank, world_size = self.world()
+        return DaliLoader(
+            self.manifest.urls(split.name), split.count, train=role == "train", resolution=self.resolution,
+            batch_size=self.batch_size if role == "train" else self.eval_batch_size, rank=rank,
+            world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer, crop_pct=self.crop_pct,
+            scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter, num_threads=max(self.num_workers, 1),
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -76,17 +76,15 @@ def decode_side(resolution: int, crop_pct: float) -> int:
     return math.floor(resolution / crop_pct)
 
 
-def eval_box(size: tuple[int, int], resolution: int, crop_pct: float) -> Box:
-    """The source region that timm's eval transform (resize shorter side, center-crop) maps to the output.
+def eval_geometry(size: tuple[int, int], resolution: int, crop_pct: float) -> tuple[int, int, int, int]:
+    """timm's eval transform as numbers: ``(resized w, resized h, crop left, crop top)``.
 
-    Same integer arithmetic as torchvision's ``Resize(int)`` and ``CenterCrop``, expressed in source pixels.
+    Same integer arithmetic as torchvision's ``Resize(int)`` (shorter side to ``decode_side``) and ``CenterCrop``.
     """
     w, h = size
     short = decode_side(resolution, crop_pct)
     rw, rh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    left, top = round((rw - resolution) / 2.0), round((rh - resolution) / 2.0)
-    sx, sy = w / rw, h / rh
-    return left * sx, top * sy, resolution * sx, resolution * sy
+    return rw, rh, round((rw - resolution) / 2.0), round((rh - resolution) / 2.0)
 
 
 def load_rgb(img: Image.Image, box: Box, out: tuple[int, int]) -> tuple[Image.Image, Box]:
@@ -158,7 +156,7 @@ class Uint8ColorJitter:
 class FastTransform:
     """Encoded image bytes → augmented uint8 ``[3, resolution, resolution]`` (see the module docstring).
 
-    ``crop`` is timm's RandomResizedCrop (train) or None (eval: :func:`eval_box`); ``tensor_ops`` run on the
+    ``crop`` is timm's RandomResizedCrop (train) or None (eval: :func:`eval_geometry`); ``tensor_ops`` run on the
     uint8 tensor (timm's flip, colour jitter); ``pil_ops`` (AutoAugment / RandAugment) on a PIL view of it.
     """
 
@@ -173,15 +171,17 @@ class FastTransform:
         """Decode, crop, resize and augment one encoded image."""
         img = Image.open(io.BytesIO(data))
         mode = self.interpolation
-        if self.crop is None:
-            box = eval_box(img.size, self.resolution, self.crop_pct)
-        else:
-            top, left, bh, bw = self.crop.get_params(img, self.crop.scale, self.crop.ratio)  # reads img.size only
-            box = (left, top, bw, bh)
-            if isinstance(self.crop.interpolation, (tuple, list)):  # timm's "random": one of bilinear / bicubic
-                mode = random.choice(self.crop.interpolation).value
         out = (self.resolution, self.resolution)
-        rgb, box = load_rgb(img, box, out)
+        if self.crop is None:  # resize the whole image as timm does (exact geometry), then crop
+            rw, rh, left, top = eval_geometry(img.size, self.resolution, self.crop_pct)
+            sx, sy = img.width / rw, img.height / rh
+            rgb, _ = load_rgb(img, (left * sx, top * sy, self.resolution * sx, self.resolution * sy), out)
+            x = crop_resize(rgb, (0, 0, rgb.width, rgb.height), (rw, rh), mode)
+            return x[:, top:top + self.resolution, left:left + self.resolution].contiguous()
+        top, left, bh, bw = self.crop.get_params(img, self.crop.scale, self.crop.ratio)  # reads img.size only
+        if isinstance(self.crop.interpolation, (tuple, list)):  # timm's "random": one of bilinear / bicubic
+            mode = random.choice(self.crop.interpolation).value
+        rgb, box = load_rgb(img, (left, top, bw, bh), out)
         x = crop_resize(rgb, box, out, mode)
         if self.tensor_ops is not None:
             x = self.tensor_ops(x)
