@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from pipeline.data.dali import DaliLoader, require_dali
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
-from pipeline.data.transforms import SampleDecoder, build_transform, decode_side
+from pipeline.data.transforms import SampleDecoder, fast_transform, normalize_images
 from pipeline.errors import PipelineError
 
 # Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see stream.py)
@@ -49,6 +51,8 @@ class ShardDataModule(pl.LightningDataModule):
         hflip: horizontal-flip probability.
         color_jitter: colour-jitter strength when ``auto_augment`` is None (None or 0 = off).
         train_split / val_split / test_split: split names in the manifest (None = not used).
+        backend: ``pil`` (CPU decode in loader workers) or ``dali`` (NVIDIA DALI, nvJPEG on the GPU; optional
+            dependency, see :mod:`pipeline.data.dali`). Both give uint8 batches, normalised on the device.
 
     The manifest is read and checked, and local train/val shards are checked to exist, in ``__init__``: a bad
     root is a PipelineError before any training starts (the test split: at ``setup("test")``).
@@ -72,6 +76,7 @@ class ShardDataModule(pl.LightningDataModule):
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = "test",
+        backend: str = "pil",
     ) -> None:
         super().__init__()
         if resolution < 1 or batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -90,6 +95,11 @@ class ShardDataModule(pl.LightningDataModule):
         self.auto_augment, self.interpolation = auto_augment, interpolation
         self.scale, self.hflip, self.color_jitter = tuple(scale), hflip, color_jitter
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        if backend not in ("pil", "dali"):
+            raise PipelineError(f"data.backend must be pil or dali, not {backend!r}")
+        if backend == "dali":
+            require_dali()
+        self.backend = backend
         self.manifest: Manifest = load_manifest(self.root)
         self.check()
 
@@ -152,24 +162,26 @@ class ShardDataModule(pl.LightningDataModule):
         split = self.manifest.split(split_name)
         train = role == "train"
         rank, world_size = world or self.world()
-        transform = build_transform(
+        transform = fast_transform(
             self.resolution, train=train, auto_augment=self.auto_augment, crop_pct=self.crop_pct,
             interpolation=self.interpolation, scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter,
         )
         return ShardStream(
             self.manifest.urls(split_name),
             [s.count for s in split.shards],
-            SampleDecoder(transform, decode_side(self.resolution, self.crop_pct)),
+            SampleDecoder(transform),
             self.batch_size if train else self.eval_batch_size,
             train=train, rank=rank, world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
             keys=keys,
         )
 
     def loader(self, role: str, *, keys: bool = False, world: tuple[int, int] | None = None) -> ShardLoader:
-        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys.
+        """The loader of ``role`` (train / val / test); ``keys=True`` adds each batch's sample keys (pil only).
 
         ``world`` = (rank, world size) builds another rank's loader (the CLI checks every rank's before DDP starts).
         """
+        if self.backend == "dali":
+            return self.dali_loader(role, world=world)
         stream = self.stream(role, keys=keys, world=world)
         split = self.manifest.split(self.splits[role])
         if role == "train":
@@ -199,3 +211,19 @@ class ShardDataModule(pl.LightningDataModule):
             stream, num_batches, num_workers=self.num_workers, name=f"{self.manifest.dataset}/{role}",
             epoch_fn=epoch_fn, pin_memory=torch.cuda.is_available(), epoch_done_fn=done_fn,
         )
+
+    def dali_loader(self, role: str, world: tuple[int, int] | None = None) -> DaliLoader:
+        """The DALI loader of ``role`` for this rank, or ``world`` = (rank, size) (same batch contract; see
+        :mod:`pipeline.data.dali`)."""
+        split = self.manifest.split(self.splits[role])
+        rank, world_size = world or self.world()
+        return DaliLoader(
+            self.manifest.urls(split.name), split.count, train=role == "train", resolution=self.resolution,
+            batch_size=self.batch_size if role == "train" else self.eval_batch_size, rank=rank,
+            world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer, crop_pct=self.crop_pct,
+            scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter, num_threads=max(self.num_workers, 1),
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise the uint8 images of a batch on its device (Lightning calls this in fit, validate, test)."""
+        return (normalize_images(batch[0]), *batch[1:])
