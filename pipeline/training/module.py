@@ -148,15 +148,17 @@ class ScaledClassifier(pl.LightningModule):
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
 
-    def on_train_epoch_start(self) -> None:
-        """Seed this rank's torch / numpy / random with (seed, epoch, rank), as timm's train.py seeds seed + rank.
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Seed this rank's torch / numpy / random with (seed, batch number, rank), as timm's train.py seeds seed + rank.
 
         ``seed_everything`` seeds every rank alike, so drop-path masks, dropout and Mixup/CutMix draws would
-        be the same on every rank. Re-seeding per epoch (seed + epoch × world_size + rank: one stream per
-        rank and epoch) also makes a run resumed at an epoch boundary draw what the uninterrupted run drew.
-        The data order is the data module's own, seeded apart from these generators.
+        be the same on every rank. Re-seeding per training batch (seed + batches so far × world_size + rank:
+        one stream per rank and batch) also makes a run resumed at *any* batch draw what the uninterrupted
+        run drew: the batch count is part of the fit loop's checkpointed state, while Lightning saves no RNG
+        state. The data order and augmentation are the data module's own, seeded apart from these generators.
         """
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) + self.current_epoch * self.trainer.world_size
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) + batches * self.trainer.world_size
         random_seed(seed, self.global_rank)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

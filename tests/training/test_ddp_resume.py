@@ -41,10 +41,10 @@ class Runs:
 def fit(digits: Path, root: Path, name: str, *extra: str) -> str:
     done = run_pipeline(
         "fit", "--config", str(DEMO_CONFIG), "--data.root", str(digits), "--run.root", str(root), "--run.name", name,
-        # a narrow EfficientNet (Dollár "w" strategy at s = 1/4: width × 0.5) without dropout / drop-path, so that
-        # the resumed and the uninterrupted runs can be compared bit for bit
+        # a narrow EfficientNet (Dollár "w" strategy at s = 1/4: width × 0.5) with dropout and drop-path on: the
+        # resumed run must draw the same masks as the uninterrupted one (per-batch seeds), bit for bit
         "--model.phi", "null", "--model.strategy", "w", "--model.scale", "0.25",
-        "--model.dropout", "0", "--model.drop_path", "0", "--data.batch_size", "16", "--data.num_workers", "2",
+        "--model.dropout", "0.2", "--model.drop_path", "0.2", "--data.batch_size", "16", "--data.num_workers", "2",
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(STEPS_PER_EPOCH),
         "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1", *extra,
         cwd=root, env={"WANDB_API_KEY": SECRET, "PYTHONPATH": str(REPO)},
