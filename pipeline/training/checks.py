@@ -54,7 +54,7 @@ def check_loop(trainer: Any, subcommand: str) -> None:
 
 def check_monitor(monitor: str, recipe: Recipe) -> None:
     """Refuse a ``run.monitor`` that the module does not log (best.ckpt keeps the maximum of an accuracy)."""
-    keys = [k for k in BEST_KEYS if recipe.ema_decay is not None or not k.endswith("_ema")]
+    keys = [k for k in BEST_KEYS if recipe.ema_epochs is not None or not k.endswith("_ema")]
     if monitor not in keys:
         raise PipelineError(f"run.monitor {monitor!r} is not an accuracy this run logs; use one of {', '.join(keys)}")
 

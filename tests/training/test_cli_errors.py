@@ -53,7 +53,7 @@ class Unlisted:
     (["--trainer.val_check_interval", "0"], "trainer.val_check_interval must be > 0"),
     (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be ≥ 0"),
     (["--run.monitor", "val/loss"], "run.monitor 'val/loss' is not an accuracy this run logs"),
-    (["--run.monitor", "val/top1_ema", "--model.recipe.ema_decay", "null"], "use one of val/top1, val/top5"),
+    (["--run.monitor", "val/top1_ema", "--model.recipe.ema_epochs", "null"], "use one of val/top1, val/top5"),
     (["--data.interpolation", "bogus"], "timm refuses the train transform (data.interpolation 'bogus'"),
     (["--data.auto_augment", "bogus"], "AssertionError: Unknown AA policy bogus"),
     (["--ckpt_path", "/nonexistent.ckpt"], "checkpoint /nonexistent.ckpt does not exist"),
