@@ -11,6 +11,7 @@ local runner and the SLURM job array both execute.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Point:
     overrides: tuple[str, ...] = ()
     name: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    match_flops: bool = False  # a strategy point: search s so the built net's flops ≈ scale × the base's
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,42 @@ def measure_specs(specs: list[ScaleSpec], num_classes: int) -> list[Any]:
     return measure(specs, num_classes)
 
 
-def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: list[Point]) -> SweepPlan:
+def matched_scale(spec_at: Callable[[float], ScaleSpec], s: float, target_flops: float, num_classes: int,
+                  tolerance: float, steps: int = 8) -> float:
+    """The s (4 significant digits) whose built net ``spec_at(s)`` has flops closest to ``target_flops``.
+
+    Measured flops are a non-decreasing step function of s (every rounding rule is monotone), so a bisection
+    on log s over [s/4, 4s] brackets the target; it stops once within ``tolerance`` (relative) and returns
+    the closest s it counted. Each step builds and counts one net (~1 s at 32 px).
+    """
+    from pipeline.models.build import build_model
+    from pipeline.models.complexity import count_complexity
+
+    def gap(trial: float) -> tuple[float, bool]:
+        spec = spec_at(trial)
+        flops = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution).flops
+        return abs(math.log(flops / target_flops)), flops < target_flops
+
+    low, high = s / 4, s * 4
+    best_s, (best_gap, _) = s, gap(s)
+    for _ in range(steps):
+        if best_gap <= math.log1p(tolerance):
+            break
+        mid = float(f"{math.sqrt(low * high):.4g}")
+        distance, below = gap(mid)
+        if distance < best_gap:
+            best_s, best_gap = mid, distance
+        low, high = (mid, high) if below else (low, mid)
+    return best_s
+
+
+def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: list[Point],
+               tolerance: float = 0.05) -> SweepPlan:
     """Plan ``points`` on ``config`` + ``overrides`` as sweep ``name`` (its directory is ``<run.root>/<name>``).
+
+    Points with ``match_flops`` get the s whose built net's flops are within ``tolerance`` of
+    ``scale`` × the base net's (or the closest s found; see ``matched_scale``); their run keeps the asked
+    s in its name and records both (``s_nominal``, and ``s`` in the spec).
 
     Raises PipelineError (one line) for a config the training CLI rejects, a point ``resolve_spec`` rejects,
     missing shards, or two points that would share a run directory.
@@ -142,16 +178,28 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         if unknown:
             raise PipelineError(f"not a model spec key: {', '.join(sorted(unknown))}")
         specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
+    names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
     base_spec = resolve_spec(base=common["base"], phi=0, base_resolution=common["base_resolution"])
-    *costs, base = measure_specs([*specs, base_spec], shards.num_classes)
+    (base,) = measure_specs([base_spec], shards.num_classes)
+    models = []
+    for i, point in enumerate(points):
+        model, info = dict(point.model), dict(point.info)
+        if point.match_flops and specs[i].s not in (None, 1):
+            nominal = specs[i].s
+
+            def spec_at(s: float, model: dict[str, Any] = model) -> ScaleSpec:
+                return resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **model, "scale": s})
+
+            model["scale"] = matched_scale(spec_at, nominal, nominal * base.flops, shards.num_classes, tolerance)
+            specs[i], info["s_nominal"] = spec_at(model["scale"]), nominal
+        models.append((model, info))
+    costs = measure_specs(specs, shards.num_classes)
     runs = []
-    for point, spec, cost in zip(points, specs, costs, strict=True):
-        label = point.name or run_name(spec, run.get("dataset"))
+    for point, label, spec, cost, (model, info) in zip(points, names, specs, costs, models, strict=True):
         entry = RunEntry(config=config, run_dir=str(directory / label),
-                         overrides=[*model_overrides(point.model), *point.overrides, *overrides])
-        runs.append(PlannedRun(label, spec, cost.flops, cost.params, cost.acts, nominal_growth(spec), entry,
-                               dict(point.info)))
-    names = [r.name for r in runs]
+                         overrides=[*model_overrides(model), *point.overrides, *overrides])
+        nominal = info.get("s_nominal", nominal_growth(spec))
+        runs.append(PlannedRun(label, spec, cost.flops, cost.params, cost.acts, nominal, entry, info))
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise PipelineError(f"two points of sweep {name!r} are the same run: {', '.join(twice)}")

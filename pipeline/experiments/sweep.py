@@ -11,11 +11,15 @@ in order; ``--submit slurm`` hands the manifest to ``pipeline submit --manifest`
 the same command skips runs with a ``result.json`` and resumes the others from ``last.ckpt`` if they have
 one; a different plan for an existing sweep directory is refused.
 
-Flops across strategies are matched by *nominal* factor: a strategy at s asks for s × the base net's flops,
-and rounding (channels to 8, repeats up, resolution to 4) makes the built net cost a little more or less.
-The plan records each run's measured factor and its ratio to the nominal one (``flops_vs_nominal``), the
-dry run prints it, and the report plots every run at its measured flops, so a mismatch moves a point
-sideways on the plot instead of biasing the comparison.
+Flops across strategies are matched by *measured* flops: a strategy at s asks for s × the base net's flops,
+but rounding (channels to 8, repeats up, resolution to 4, and at small resolutions the last feature map's
+1 → 2 px step) makes the built net cost up to ~2.7× that (dWr at s = 4 from 32 px). So the planner searches,
+per strategy point, the s' whose built net's flops are within ``--flops-tolerance`` of s × base (bisection
+on log s', ``plan.matched_scale``; the closest found when a rounding step jumps over the target). The run
+keeps its asked s in its name (``dWr-s4``) and records ``s_nominal``; its spec's ``s`` is the s' trained.
+``--nominal-s`` trains the asked s as is. Compound φ is not matched (φ defines the net); the dry run and
+the report show every run's measured factor over the base and its ratio to the nominal one, and the report
+plots every run at its measured flops.
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", nargs="+", choices=STRATEGIES, metavar="S", help=f"{' '.join(STRATEGIES)}")
     s.add_argument("--scale", type=_numbers, metavar="LIST", help="flops factors s for --strategy: 1,2,4")
     s.add_argument("--fast-alpha", type=float, default=DEFAULT_FAST_ALPHA, help="dWr's α (default 0.8)")
+    s.add_argument("--flops-tolerance", type=float, default=0.05,
+                   help="match each strategy run's measured flops to s × the base's within this (default 0.05)")
+    s.add_argument("--nominal-s", action="store_true", help="train at the asked s as is (no flops matching)")
     t = kinds.add_parser("transfer", help="fine-tune every run of a finished sweep on another dataset")
     _common(t, None)
     t.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR", help="finished sweep directory")
@@ -131,7 +138,7 @@ def scale_points(args: argparse.Namespace) -> list[Point]:
         raise PipelineError("--strategy and --scale go together: e.g. --strategy dwr dWr --scale 1,2,4")
     points = [Point({"phi": phi, **coefficients}) for phi in args.phi or []]
     points += [Point({"variant": v}) for v in args.variant or []]
-    points += [Point({"strategy": st, "scale": s, "fast_alpha": args.fast_alpha})
+    points += [Point({"strategy": st, "scale": s, "fast_alpha": args.fast_alpha}, match_flops=not args.nominal_s)
                for st in args.strategy or [] for s in args.scale or []]
     if not points:
         raise PipelineError("nothing to train: give --phi, --variant and/or --strategy with --scale")
@@ -173,7 +180,8 @@ def make_plan(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
     if args.kind == "grid":
         return plan_sweep("grid", args.name or "grid", args.config, extra, grid_points(args))
     if args.kind == "scale":
-        return plan_sweep("scale", args.name or "scale", args.config, extra, scale_points(args))
+        check_finite("--flops-tolerance", args.flops_tolerance)
+        return plan_sweep("scale", args.name or "scale", args.config, extra, scale_points(args), args.flops_tolerance)
     config = args.config or str(Path("configs") / "transfer" / f"{args.dataset}.yaml")
     name = args.name or f"transfer-{args.dataset}-{args.source.resolve().name}"
     overrides = ["--run.dataset", args.dataset, *(["--data.root", args.data_root] if args.data_root else []), *extra]
