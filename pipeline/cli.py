@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("pipeline.experiments.results", "table of finished runs' result records"),
     "sweep": ("pipeline.experiments.sweep", "plan and train a scaling study: grid (α, β, γ), scale, transfer"),
     "report": ("pipeline.experiments.report", "report.md + report.html of sweeps: accuracy, cost, growth, runtime"),
-    "demo": ("pipeline.experiments.demo", "the embedded study: digits, compound φ = 0,1,2 and dWr at matched flops, report"),
+    "demo": ("pipeline.experiments.demo", "a miniature study: digits, compound φ = 0,1,2 and dWr at matched flops"),
     "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
 }
 

@@ -43,13 +43,15 @@ def rank(records: list[dict[str, Any]], val_images: int, metric: str = "top1") -
 
 def ranking_table(ranking: list[dict[str, Any]], metric: str) -> str:
     """The ranking as a Markdown table (accuracy ± 95 % interval)."""
-    lines = [f"| rank | α | β | γ | αβ²γ² | res | flops (M) | params (M) | {metric} (%) ± 95 % | within noise of best |",
+    lines = [f"| rank | α | β | γ | αβ²γ² | res | flops (M) | params (M) | {metric} (%) ± 95 % | "
+             "within noise of best |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in ranking:
         factor = r["alpha"] * r["beta"] ** 2 * r["gamma"] ** 2
         lines.append(f"| {r['rank']} | {r['alpha']:g} | {r['beta']:g} | {r['gamma']:g} | {factor:.3f} | "
                      f"{r['resolution']} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e6:.2f} | "
-                     f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f} | {'yes' if r['within_noise_of_best'] else 'no'} |")
+                     f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f} | "
+                     f"{'yes' if r['within_noise_of_best'] else 'no'} |")
     return "\n".join(lines)
 
 
