@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.experiments.results import markdown_table
 from pipeline.experiments.stats import Z95, binomial_se
 from pipeline.io import atomic_write_json, atomic_write_text
 
@@ -41,18 +42,16 @@ def rank(records: list[dict[str, Any]], val_images: int, metric: str = "top1") -
     return ranking
 
 
-def ranking_table(ranking: list[dict[str, Any]], metric: str) -> str:
-    """The ranking as a Markdown table (accuracy ± 95 % interval)."""
-    lines = [f"| rank | α | β | γ | αβ²γ² | res | flops (M) | params (M) | {metric} (%) ± 95 % | "
-             "within noise of best |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
-    for r in ranking:
-        factor = r["alpha"] * r["beta"] ** 2 * r["gamma"] ** 2
-        lines.append(f"| {r['rank']} | {r['alpha']:g} | {r['beta']:g} | {r['gamma']:g} | {factor:.3f} | "
-                     f"{r['resolution']} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e6:.2f} | "
-                     f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f} | "
-                     f"{'yes' if r['within_noise_of_best'] else 'no'} |")
-    return "\n".join(lines)
+RANKING_HEADERS = ("rank", "α", "β", "γ", "αβ²γ²", "res", "flops (M)", "params (M)", "top-1 (%) ± 95 %",
+                   "within noise of best")
+
+
+def ranking_rows(ranking: list[dict[str, Any]], metric: str) -> list[list[str]]:
+    """The ranking's table cells (accuracy ± its 95 % binomial interval), under RANKING_HEADERS."""
+    return [[str(r["rank"]), f"{r['alpha']:g}", f"{r['beta']:g}", f"{r['gamma']:g}",
+             f"{r['alpha'] * r['beta'] ** 2 * r['gamma'] ** 2:.3f}", str(r["resolution"]), f"{r['flops'] / 1e6:.2f}",
+             f"{r['params'] / 1e6:.2f}", f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f}",
+             "yes" if r["within_noise_of_best"] else "no"] for r in ranking]
 
 
 def write_ranking(directory: Path, records: list[dict[str, Any]], val_images: int, metric: str) -> dict[str, Any]:
@@ -64,7 +63,7 @@ def write_ranking(directory: Path, records: list[dict[str, Any]], val_images: in
     atomic_write_json(directory / GRID_FILE, result)
     atomic_write_text(directory / "grid.md", f"# Grid search ({metric}, {val_images} validation images)\n\n"
                       f"chosen: α = {best['alpha']:g}, β = {best['beta']:g}, γ = {best['gamma']:g}\n\n"
-                      f"{ranking_table(ranking, metric)}\n")
+                      f"{markdown_table(RANKING_HEADERS, ranking_rows(ranking, metric))}\n")
     return result
 
 
