@@ -94,7 +94,7 @@ def test_transfer_plan_fine_tunes_each_finished_source_run(digits: Path, tmp_pat
     first = plan.runs[0].entry.overrides
     at = first.index("--model.init_from")
     assert first[at:at + 4] == ["--model.init_from", str(source / "compound-phi1"), "--run.source_run", "compound-phi1"]
-    assert ["--run.dataset", "cifar100"] == first[at + 4:at + 6] and "--data.root" in first
+    assert first[at + 4:at + 6] == ["--run.dataset", "cifar100"] and "--data.root" in first
     assert plan.runs[1].spec.strategy == "dWr" and plan.runs[1].info["source_top1"] == 0.9
 
 

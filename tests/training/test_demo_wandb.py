@@ -36,8 +36,9 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
                         cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    header = next(line.split() for line in lines if line.split()[:1] == ["phi"])
-    assert header[:6] == ["phi", "resolution", "params", "flops", "acts", "top1"]
+    header = next(line.split() for line in lines if line.split()[:1] == ["run_name"])
+    assert header[:9] == ["run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts", "top1"]
+    assert "## Growth of params and activations with flops" in done.stdout  # the report's tables
     assert "total wall time" in done.stdout and "wandb sync" in done.stdout
 
     flops = []
@@ -59,6 +60,9 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
             assert key in run["history"], key
         flops.append(result["flops"])
     assert flops[1] > flops[0]  # φ = 1 costs more than φ = 0
+    # dWr trained at the flops φ = 1 measured (within the planner's bisection on s)
+    (matched,) = (json.loads(p.read_text()) for p in (tmp_path / "runs" / "demo").glob("dWr-s*/result.json"))
+    assert matched["strategy"] == "dWr" and abs(matched["flops"] / flops[1] - 1) < 0.25
 
     # a second demo reuses the finished runs instead of training again
     again = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", "0",
