@@ -11,7 +11,6 @@ gets one ``wandb.Table`` of the runs and the plots as images.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import math
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pipeline.experiments import grid
 from pipeline.experiments.plots import plot_panels
 from pipeline.experiments.results import html_table, markdown_table, read_result
 from pipeline.experiments.stats import Z95, binomial_se, growth_exponent, pearson_r, theory_exponents
-from pipeline.experiments.sweep import load_sweep
+from pipeline.experiments.sweep import OneLineParser, load_sweep
 from pipeline.io import atomic_write_text
 from pipeline.scaling import STRATEGIES, strategy_exponents
 
@@ -232,7 +231,7 @@ def main(argv: list[str]) -> int:
     """``pipeline report DIR… [--out DIR] [--title T] [--no-wandb]``."""
     from pipeline.training.rundir import RunOptions
 
-    p = argparse.ArgumentParser(prog="pipeline report", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="pipeline report", description=__doc__.split("\n\n")[0])
     p.add_argument("sweeps", nargs="+", type=Path, help="sweep directories (pipeline sweep writes them)")
     p.add_argument("--out", type=Path, help="report directory (default <first sweep>/report)")
     p.add_argument("--title", help="report title (default: the sweeps' names)")

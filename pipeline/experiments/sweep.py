@@ -49,7 +49,7 @@ DEFAULT_CONFIG = "configs/experiment/digits.yaml"
 TRANSFER_DATASETS = ("cifar100", "flowers102")
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage mistakes become one-line PipelineErrors (exit 2, nothing written)."""
 
     def error(self, message: str) -> NoReturn:
@@ -78,9 +78,9 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pipeline sweep`` parser; ``pipeline fit`` overrides for every run follow a ``--``."""
-    p = _Parser(prog="pipeline sweep", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="pipeline sweep", description=__doc__.split("\n\n")[0],
                 epilog="after --: pipeline fit overrides for every run, e.g. -- --trainer.max_epochs 3")
-    kinds = p.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    kinds = p.add_subparsers(dest="kind", required=True, parser_class=OneLineParser)
     g = kinds.add_parser("grid", help="α, β, γ grid search at φ = 1 (EfficientNet step 1)")
     _common(g, DEFAULT_CONFIG)
     g.add_argument("--target", type=float, default=2.0, help="α·β²·γ² target (default 2)")
