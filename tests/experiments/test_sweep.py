@@ -23,6 +23,7 @@ def where(digits: Path, tmp_path: Path) -> list[str]:
     return ["--", "--data.root", str(digits), "--run.root", str(tmp_path / "runs")]
 
 
+@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
 def test_grid_dry_run_prints_candidates_and_cost_and_writes_nothing(
         digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["sweep", "grid", "--config", CONFIG, "--max-candidates", "4", "--dry-run", "--images-per-s", "100"]
@@ -39,6 +40,7 @@ def test_grid_dry_run_prints_candidates_and_cost_and_writes_nothing(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
 def test_strategy_flops_are_matched_to_s_times_the_base(digits: Path, tmp_path: Path) -> None:
     points = [Point({"strategy": "dWr", "scale": 4, "fast_alpha": 0.8}, match_flops=mode) for mode in (False, True)]
     nominal = plan_sweep("scale", "a", CONFIG, ["--data.root", str(digits), "--run.root", str(tmp_path)], points[:1])
@@ -51,6 +53,7 @@ def test_strategy_flops_are_matched_to_s_times_the_base(digits: Path, tmp_path: 
     assert ["--model.scale", f"{run.spec.s}"] == run.entry.overrides[6:8]
 
 
+@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
 def test_slurm_submit_writes_the_manifest_and_calls_the_submit_path(
         digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["sweep", "scale", "--config", CONFIG, "--name", "s3", "--phi", "0,1", "--variant", "b0", "--submit",
