@@ -1,6 +1,6 @@
 """``pipeline demo``: a miniature scaling study on the embedded digits, 2-process DDP on CPU, W&B offline.
 
-Compound φ = 0, 1, 2 and fast compound scaling (dWr) at the flops each φ > 0 measures, as one scale sweep
+Compound φ = 0, 1, 2 and fast compound scaling (dWr) at the flops φ = 1 measures, as one scale sweep
 (``pipeline.experiments.plan`` → run manifest → ``pipeline fit`` per run, in order), then the report
 (``runs/demo/report/report.md|html``) and its headline table. Each run is one ``pipeline fit --config
 configs/demo.yaml …`` in its own process (Lightning's DDP launcher re-executes the command line for rank 1,
@@ -40,17 +40,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=Path("data/digits"), help="digits shard directory (written if absent)")
     p.add_argument("--phis", type=float, nargs="+", default=[0, 1, 2], help="compound coefficients φ (default 0 1 2)")
     p.add_argument("--match", nargs="*", choices=STRATEGIES, default=["dWr"], metavar="S",
-                   help="strategies trained at the measured flops of each φ > 0 (default dWr; none: --match)")
+                   help="strategies trained at the measured flops of the --match-at φ (default dWr; none: --match)")
+    p.add_argument("--match-at", type=float, nargs="+", default=[1], metavar="PHI",
+                   help="the φ whose measured flops the --match strategies are trained at (default 1)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: configs/demo.yaml's)")
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="fit config (default configs/demo.yaml)")
     return p
 
 
 def demo_plan(args: argparse.Namespace, overrides: list[str]) -> SweepPlan:
-    """Compound φ points, then each matched strategy at the flops factor each φ > 0 measured (bisection on s)."""
+    """Compound φ points, then each matched strategy at the flops factor each --match-at φ measured (bisection on s)."""
     compound = [Point({"phi": phi}) for phi in args.phis]
     plan = plan_sweep("scale", SWEEP, str(args.config), overrides, compound)
-    growths = [run.flops / plan.base_flops for run in plan.runs if run.spec.phi]
+    missing = sorted(set(args.match_at) - set(args.phis))
+    if missing:
+        raise PipelineError(f"--match-at {' '.join(f'{m:g}' for m in missing)} is not among --phis")
+    growths = [run.flops / plan.base_flops for run in plan.runs if run.spec.phi in args.match_at]
     matched = [Point({"strategy": st, "scale": round(g, 2)}, match_flops=True) for st in args.match for g in growths]
     return plan_sweep("scale", SWEEP, str(args.config), overrides, compound + matched) if matched else plan
 
