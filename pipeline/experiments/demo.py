@@ -52,9 +52,6 @@ def demo_plan(args: argparse.Namespace, overrides: list[str]) -> SweepPlan:
     """Compound φ points, then each matched strategy at the flops factor each --match-at φ measured (bisection on s)."""
     compound = [Point({"phi": phi}) for phi in args.phis]
     plan = plan_sweep("scale", SWEEP, str(args.config), overrides, compound)
-    missing = sorted(set(args.match_at) - set(args.phis))
-    if missing:
-        raise PipelineError(f"--match-at {' '.join(f'{m:g}' for m in missing)} is not among --phis")
     growths = [run.flops / plan.base_flops for run in plan.runs if run.spec.phi in args.match_at]
     matched = [Point({"strategy": st, "scale": round(g, 2)}, match_flops=True) for st in args.match for g in growths]
     return plan_sweep("scale", SWEEP, str(args.config), overrides, compound + matched) if matched else plan
@@ -83,6 +80,9 @@ def main(argv: list[str]) -> int:
         raise PipelineError(f"demo config {args.config} not found; pass --config PATH")
     if args.epochs is not None and args.epochs < 1:
         raise PipelineError(f"--epochs must be >= 1 (got {args.epochs})")
+    missing = sorted(set(args.match_at) - set(args.phis))
+    if missing:
+        raise PipelineError(f"--match-at {' '.join(f'{m:g}' for m in missing)} is not among --phis")
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     ensure_digits(args.data)
