@@ -41,8 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--phis", type=float, nargs="+", default=[0, 1, 2], help="compound coefficients φ (default 0 1 2)")
     p.add_argument("--match", nargs="*", choices=STRATEGIES, default=["dWr"], metavar="S",
                    help="strategies trained at the measured flops of the --match-at φ (default dWr; none: --match)")
-    p.add_argument("--match-at", type=float, nargs="+", default=[1], metavar="PHI",
-                   help="the φ whose measured flops the --match strategies are trained at (default 1)")
+    p.add_argument("--match-at", type=float, nargs="+", metavar="PHI",
+                   help="the φ whose measured flops the --match strategies are trained at (default: the smallest "
+                        "φ > 0 of --phis)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: configs/demo.yaml's)")
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="fit config (default configs/demo.yaml)")
     return p
@@ -80,6 +81,8 @@ def main(argv: list[str]) -> int:
         raise PipelineError(f"demo config {args.config} not found; pass --config PATH")
     if args.epochs is not None and args.epochs < 1:
         raise PipelineError(f"--epochs must be >= 1 (got {args.epochs})")
+    if args.match_at is None:
+        args.match_at = sorted(phi for phi in args.phis if phi > 0)[:1]
     missing = sorted(set(args.match_at) - set(args.phis))
     if missing:
         raise PipelineError(f"--match-at {' '.join(f'{m:g}' for m in missing)} is not among --phis")
@@ -89,8 +92,7 @@ def main(argv: list[str]) -> int:
     overrides = ["--data.root", str(args.data), "--run.root", str(args.out)]
     overrides += ["--trainer.max_epochs", str(args.epochs)] if args.epochs is not None else []
     plan = demo_plan(args, overrides + extra)
-    save_plan(plan)
-    failed = run_locally(plan.manifest(), plan.directory / "logs")
+    failed = run_locally(save_plan(plan), plan.directory / "logs")
     if failed:
         raise PipelineError(f"{', '.join(failed)} failed; see {plan.directory / 'logs'} (run the demo again to retry)")
     records = [read_result(entry.run_dir) for entry in plan.manifest()]

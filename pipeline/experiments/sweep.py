@@ -242,15 +242,34 @@ def run_locally(entries: list[RunEntry], logs: Path) -> list[str]:
     return failed
 
 
-def save_plan(plan: SweepPlan) -> Path:
-    """Write ``manifest.json`` and ``sweep.json``; refuse a different plan for an existing sweep directory."""
-    path = plan.directory / MANIFEST_FILE
-    if path.is_file() and read_manifest(path) != plan.manifest():
-        raise PipelineError(f"{plan.directory} already holds a different sweep (its {MANIFEST_FILE} differs): "
-                            "pick another --name, or delete that directory")
-    write_manifest(path, plan.manifest())
-    atomic_write_json(plan.directory / SWEEP_FILE, plan.record())
-    return path
+def save_plan(plan: SweepPlan) -> list[RunEntry]:
+    """Write ``manifest.json`` and ``sweep.json``, adding the plan's runs to those already in the sweep directory.
+
+    A run directory always means one run: an entry whose ``run_dir`` is already listed must be identical
+    (config and overrides), else the plan is refused; existing entries keep their place (so SLURM array
+    indices stay valid) and new ones are appended. Returns the sweep's whole manifest.
+    """
+    path, record = plan.directory / MANIFEST_FILE, plan.record()
+    runs, planned = [], record["runs"]
+    if path.is_file():
+        runs = read_manifest(path)
+        earlier = load_sweep(plan.directory)
+        if earlier["kind"] != plan.kind:
+            raise PipelineError(f"{plan.directory} holds a {earlier['kind']} sweep, not {plan.kind}: "
+                                "pick another --name")
+        known = {run.run_dir: run for run in runs}
+        for entry in plan.manifest():
+            if entry.run_dir in known and known[entry.run_dir] != entry:
+                raise PipelineError(f"{plan.directory} already holds run {Path(entry.run_dir).name} with another "
+                                    "config or overrides: pick another --name, or delete that run directory")
+        mine = {run["run_dir"] for run in planned}
+        planned = [run for run in earlier["runs"] if run["run_dir"] not in mine] + planned
+    runs += [entry for entry in plan.manifest() if entry not in runs]
+    order = {run.run_dir: i for i, run in enumerate(runs)}
+    write_manifest(path, runs)
+    planned.sort(key=lambda run: order[run["run_dir"]])
+    atomic_write_json(plan.directory / SWEEP_FILE, {**record, "runs": planned})
+    return runs
 
 
 def submit_slurm(manifest: Path, args: argparse.Namespace) -> int:
@@ -285,20 +304,20 @@ def main(argv: list[str]) -> int:
         print(line)
     if args.dry_run and args.submit == "local":
         return 0
-    manifest = save_plan(plan)
+    runs = save_plan(plan)
     if args.submit == "slurm":
-        status = submit_slurm(manifest, args)
+        status = submit_slurm(plan.directory / MANIFEST_FILE, args)
         if plan.kind == "grid":
             finish_grid(plan, args.metric)  # once the array has finished: re-running the command ranks
         return status
-    failed = run_locally(plan.manifest(), plan.directory / "logs")
+    failed = run_locally(runs, plan.directory / "logs")
     if failed:
-        print(f"pipeline sweep: {len(failed)} of {len(plan.runs)} runs failed ({', '.join(failed)}); "
+        print(f"pipeline sweep: {len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); "
               "run the same command again to retry them", file=sys.stderr)
         return 1
     if plan.kind == "grid":
         finish_grid(plan, args.metric)
-    print(f"\nall {len(plan.runs)} runs done: pipeline report {plan.directory}")
+    print(f"\nall {len(runs)} runs done: pipeline report {plan.directory}")
     return 0
 
 

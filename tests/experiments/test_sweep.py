@@ -77,7 +77,7 @@ def test_slurm_submit_writes_the_manifest_and_calls_the_submit_path(
     write_result(runs[0].run_dir, {**dict.fromkeys(RESULT_KEYS), "run_name": "compound-phi0"})
     assert sweep.main([*argv, *where(digits, tmp_path), "--trainer.max_epochs", "1"]) == 0
     assert "--array=1-2%2" in capsys.readouterr().out.strip().splitlines()[-1]
-    with pytest.raises(PipelineError, match="already holds a different sweep"):
+    with pytest.raises(PipelineError, match="already holds run compound-phi0 with another config"):
         sweep.main([*argv, *where(digits, tmp_path), "--trainer.max_epochs", "2"])
 
 
