@@ -74,16 +74,26 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def point_label(record: dict[str, Any]) -> str:
+    """φ, or s (``asked→trained`` where flops matching moved it), or ``-`` for a variant."""
+    if record.get("phi") is not None:
+        return f"φ={record['phi']:g}"
+    if record.get("s") is None:
+        return "-"
+    nominal = record.get("s_nominal")
+    return f"s={nominal:g}→{record['s']:.3g}" if nominal not in (None, record["s"]) else f"s={record['s']:g}"
+
+
 def runs_section(records: list[dict[str, Any]]) -> Section:
     """The headline table: one row per run."""
-    rows = [[r["sweep"], r["run_name"], r["strategy"], _fmt(r["phi"] if r.get("phi") is not None else r.get("s"), 3),
+    rows = [[r["sweep"], r["run_name"], r["strategy"], point_label(r),
              str(r["resolution"]), f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.1f}", f"{r['acts'] / 1e6:.3f}",
              f"{r['top1_pct']:.1f} ± {r['top1_ci_pct']:.1f}",
              _fmt(100 * r["top1_ema"] if r.get("top1_ema") else None, 1), _fmt(r.get("epoch_time_s"), 1)]
             for r in records]
     return Section("Runs", f"top-1 ± its 95 % binomial interval (validation images: "
                    f"{', '.join(sorted({str(r['val_images']) for r in records}))}); flops = multiply-adds per image.",
-                   ("sweep", "run", "strategy", "φ|s", "res", "params (M)", "flops (M)", "acts (M)",
+                   ("sweep", "run", "strategy", "φ or s", "res", "params (M)", "flops (M)", "acts (M)",
                     "top-1 (%)", "EMA top-1 (%)", "epoch (s)"), rows)
 
 
@@ -158,7 +168,10 @@ def build_sections(directories: list[Path], out: Path) -> tuple[list[Section], d
         lines.setdefault(group_key(r, several), []).append(r)
     sections = [runs_section(records)]
     if scaling:
-        sections += [accuracy_section(lines, out), growth_section(lines, scaling)]
+        # a grid's candidates all sit at φ = 1 with different α, β, γ: no growth line to fit through them
+        families = {k: v for k, v in lines.items() if v[0]["sweep_kind"] != "grid"}
+        sections.append(accuracy_section(lines, out))
+        sections += [growth_section(families, scaling)] if families else []
     sections.append(runtime_section(records, lines, out))
     for plan in plans:
         if plan["kind"] == "grid":
