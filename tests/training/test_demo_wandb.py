@@ -31,9 +31,9 @@ def read_wandb_run(run_file: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, tmp_path: Path) -> None:
-    done = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", *map(str, PHIS),
-                        "--epochs", "1", "--", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                        cwd=tmp_path)
+    demo = ("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", *map(str, PHIS),
+            "--epochs", "1", "--", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    done = run_pipeline(*demo, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     header = next(line.split() for line in lines if line.split()[:1] == ["run_name"])
@@ -64,7 +64,10 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
     (matched,) = (json.loads(p.read_text()) for p in (tmp_path / "runs" / "demo").glob("dWr-s*/result.json"))
     assert matched["strategy"] == "dWr" and abs(matched["flops"] / flops[1] - 1) < 0.25
 
-    # a second demo reuses the finished runs instead of training again
-    again = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", "0",
-                         cwd=tmp_path, timeout=120)
-    assert again.returncode == 0 and "already done" in again.stdout
+    # the same demo again reuses the finished runs instead of training again
+    again = run_pipeline(*demo, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("already done") == 3 and ": training" not in again.stdout
+    # other settings for the same run directories are refused in one line, before anything trains
+    other = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", "0", cwd=tmp_path,
+                         timeout=300)
+    assert other.returncode == 2 and "already holds run compound-phi0 with another config" in other.stderr
