@@ -48,10 +48,11 @@ def plot_scaling(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
 def plot_panels(
     lines: dict[str, list[dict[str, Any]]], xs: Sequence[tuple[str, str]], y: str, ylabel: str, path: str | Path,
     yerr: str | None = None, titles: Sequence[str] | None = None,
-    reference: dict[str, list[dict[str, Any]]] | None = None,
+    reference: dict[str, list[dict[str, Any]]] | None = None, unjoined: Sequence[str] = (),
 ) -> Path:
     """One panel per ``(x key, x label)``, log x, a line per group of ``lines`` (sorted by x) with optional error
-    bars ``yerr``; ``reference`` lines are drawn dashed (e.g. the source accuracy beside transfer accuracy)."""
+    bars ``yerr``; ``reference`` lines are drawn dashed (e.g. the source accuracy beside transfer accuracy), groups
+    named in ``unjoined`` as points only (e.g. grid candidates, which are not a family)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +63,8 @@ def plot_panels(
         for style, groups in (("-", lines), ("--", reference or {})):
             for name, points in groups.items():
                 line = sorted(points, key=lambda r: r[key])
-                ax.errorbar([r[key] for r in line], [r[y] for r in line], marker="o", linestyle=style, capsize=3,
+                ax.errorbar([r[key] for r in line], [r[y] for r in line], marker="o", capsize=3,
+                            linestyle="none" if name in unjoined else style,
                             yerr=[r[yerr] for r in line] if yerr else None, label=name)
         ax.set_xscale("log")
         ax.set_xlabel(label)

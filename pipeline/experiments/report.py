@@ -98,8 +98,10 @@ def runs_section(records: list[dict[str, Any]]) -> Section:
 
 
 def accuracy_section(lines: dict[str, list[dict[str, Any]]], out: Path) -> Section:
-    """Top-1 over flops, params and acts per strategy, with 95 % binomial error bars."""
-    image = plot_panels(lines, COSTS, "top1_pct", "top-1 (%)", out / "accuracy.png", yerr="top1_ci_pct")
+    """Top-1 over flops, params and acts per strategy, with 95 % binomial error bars (grid candidates unjoined)."""
+    grids = [name for name, points in lines.items() if points[0]["sweep_kind"] == "grid"]
+    image = plot_panels(lines, COSTS, "top1_pct", "top-1 (%)", out / "accuracy.png", yerr="top1_ci_pct",
+                        unjoined=grids)
     return Section("Accuracy over cost", "Each point at its *measured* flops / params / activations; bars: 95 % "
                    "binomial interval. Two points differ beyond noise only where their intervals do not overlap.",
                    image=image)
