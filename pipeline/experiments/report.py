@@ -113,7 +113,8 @@ def runtime_section(records: list[dict[str, Any]], lines: dict[str, list[dict[st
     rs = {key: pearson_r([r[key] for r in timed], [r["epoch_time_s"] for r in timed]) for key, _ in COSTS}
     timed_lines = {k: [r for r in v if r.get("epoch_time_s")] for k, v in lines.items()}
     image = plot_panels(timed_lines, COSTS, "epoch_time_s", "epoch time (s)", out / "runtime.png",
-                        titles=[f"Pearson r = {_fmt(rs[key])}" for key, _ in COSTS])
+                        titles=[f"Pearson r = {_fmt(rs[key])}" for key, _ in COSTS],
+                        unjoined=[name for name, points in lines.items() if points[0]["sweep_kind"] == "grid"])
     return Section("Epoch time over cost", f"Pearson r of epoch time with each cost over {len(timed)} runs (Dollár et "
                    "al.: time follows activations best). Times are wall-clock on the machine that trained each run.",
                    ("cost", "Pearson r (epoch time)"), [[label, _fmt(rs[key], 3)] for key, label in COSTS], image)
