@@ -139,10 +139,15 @@ def growth_section(lines: dict[str, list[dict[str, Any]]], records: list[dict[st
                    ("strategy", "runs", "params k", "theory", "acts k", "theory"), rows)
 
 
+def transfer_lines(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Transfer runs grouped by target dataset."""
+    datasets = sorted({str(r["dataset"]) for r in records})
+    return {f"transfer → {d}": [r for r in records if r["dataset"] == d] for d in datasets}
+
+
 def transfer_section(records: list[dict[str, Any]], out: Path) -> Section:
     """Transfer top-1 over flops per dataset, beside the source runs' top-1."""
-    datasets = sorted({str(r["dataset"]) for r in records})
-    lines = {f"transfer → {d}": [r for r in records if r["dataset"] == d] for d in datasets}
+    lines = transfer_lines(records)
     sources = [{**r, "top1_pct": 100 * r["source_top1"]} for r in records if r.get("source_top1") is not None]
     image = plot_panels(lines, COSTS[:1], "top1_pct", "top-1 (%)", out / "transfer.png", yerr="top1_ci_pct",
                         reference={"source": sources} if sources else None)
@@ -175,14 +180,14 @@ def build_sections(directories: list[Path], out: Path) -> tuple[list[Section], d
         families = {k: v for k, v in lines.items() if v[0]["sweep_kind"] != "grid"}
         sections.append(accuracy_section(lines, out))
         sections += [growth_section(families, scaling)] if families else []
-    sections.append(runtime_section(records, lines, out))
+    transfer = [r for r in records if r["sweep_kind"] == "transfer"]
+    sections.append(runtime_section(records, {**lines, **transfer_lines(transfer)}, out))
     for plan in plans:
         if plan["kind"] == "grid":
             ranking = grid.rank(per_sweep[plan["name"]], plan["val_images"])
             sections.append(Section(f"Grid ranking ({plan['name']})", f"chosen: α = {ranking[0]['alpha']:g}, "
                                     f"β = {ranking[0]['beta']:g}, γ = {ranking[0]['gamma']:g} (φ = 1, by top-1; ties → "
                                     "lower flops)", grid.RANKING_HEADERS, grid.ranking_rows(ranking, "top1")))
-    transfer = [r for r in records if r["sweep_kind"] == "transfer"]
     if transfer:
         sections.append(transfer_section(transfer, out))
     return sections, per_sweep

@@ -57,3 +57,25 @@ def test_compound_theory_and_fits() -> None:
     assert pearson_r([1, 2, 3], [2, 4, 6.5]) == pytest.approx(4.5 / math.sqrt(2 * 61 / 6))  # Σdxdy / √(Σdx² Σdy²)
     assert pearson_r([1, 2], [1, 2]) is None
     assert binomial_se(0.5, 100) == 0.05
+
+
+def test_transfer_report_shows_each_dataset_beside_the_source(tmp_path) -> None:
+    from pipeline.experiments.report import main
+    from pipeline.experiments.results import RESULT_KEYS, write_result
+    from pipeline.io import atomic_write_json
+
+    sweep, runs = tmp_path / "transfer-cifar100-scale", []
+    for i, (source, top1, source_top1) in enumerate((("compound-phi0", 0.60, 0.86), ("compound-phi1", 0.70, 0.90))):
+        run_dir = sweep / f"{source}-cifar100"
+        write_result(run_dir, {**dict.fromkeys(RESULT_KEYS), "run_name": run_dir.name, "sweep": sweep.name,
+                               "strategy": "compound", "phi": float(i), "d": 1.2**i, "w": 1.1**i, "r": 1.15**i,
+                               "resolution": 32 + 4 * i, "params": 4_000_000 * 2**i, "flops": 8_000_000 * 4**i,
+                               "acts": 150_000 * 2**i, "top1": top1, "epoch_time_s": 10.0 * (i + 1),
+                               "dataset": "cifar100", "source_run": source})
+        runs.append({"run_dir": str(run_dir), "source_top1": source_top1})
+    plan = {"kind": "transfer", "name": sweep.name, "val_images": 10_000, "runs": runs}
+    atomic_write_json(sweep / "sweep.json", plan)
+    assert main(["report", str(sweep), "--no-wandb"]) == 0
+    md = (sweep / "report" / "report.md").read_text()
+    assert "| cifar100 | compound-phi1 | 32.0 | 70.0 ± 0.9 | 90.0 |" in md  # 1.96·√(.7·.3/10⁴) = 0.9 points
+    assert "![Transfer](transfer.png)" in md and (sweep / "report" / "transfer.png").stat().st_size > 10_000
