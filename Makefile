@@ -11,7 +11,19 @@ PY     := $(VENV)/bin/python
 PIPELINE := $(VENV)/bin/pipeline
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-quick test-slurm lint bench complexity slurm-train clean
+# Sweeps: on the embedded digits by default; any dataset with SWEEP_CONFIG=… DATA=<shard dir>.
+SWEEP_CONFIG ?= configs/experiment/digits.yaml
+DATA   ?= data/digits
+GRID   ?= grid
+SCALE  ?= scale
+PHI    ?= 0..2
+STRATEGIES ?= dWr
+SCALES ?= 2,4
+SWEEP_ARGS ?=
+FIT_ARGS ?=
+REPORT ?= $(wildcard runs/$(GRID) runs/$(SCALE))
+
+.PHONY: help install demo digits sweep-grid sweep-scale report test test-quick test-slurm lint bench complexity slurm-train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -33,8 +45,22 @@ $(VENV)/.ready: $(DEPS)/.ready pyproject.toml
 
 install: $(VENV)/.ready  ## create the shared dependency virtualenv (once per pin set) and this clone's .venv
 
-demo: install  ## the main job: embedded digits shards, φ = 0,1,2 with 2-process DDP on CPU, W&B offline
+demo: install  ## a miniature study: digits, compound φ = 0,1,2 and dWr at the same flops (2-process DDP), report
 	$(PIPELINE) demo
+
+digits: install  ## the embedded digits shards in data/digits (once)
+	test -f data/digits/manifest.json || $(PIPELINE) shards digits --out data/digits
+
+sweep-grid: install $(if $(filter data/digits,$(DATA)),digits)  ## α, β, γ grid at φ = 1 (4 candidates): runs/$(GRID)
+	$(PIPELINE) sweep grid --config $(SWEEP_CONFIG) --name $(GRID) --max-candidates 4 $(SWEEP_ARGS) \
+	  -- --data.root $(DATA) $(FIT_ARGS)
+
+sweep-scale: install $(if $(filter data/digits,$(DATA)),digits)  ## compound φ=$(PHI) + $(STRATEGIES) at s=$(SCALES): runs/$(SCALE)
+	$(PIPELINE) sweep scale --config $(SWEEP_CONFIG) --name $(SCALE) --phi $(PHI) --strategy $(STRATEGIES) \
+	  --scale $(SCALES) $(SWEEP_ARGS) -- --data.root $(DATA) $(FIT_ARGS)
+
+report: install  ## report.md/html of the finished sweeps (default runs/$(GRID) runs/$(SCALE))
+	$(PIPELINE) report $(REPORT)
 
 test: install  ## ruff, then every test, slow and SLURM ones included (what CI runs)
 	$(DEPS)/bin/ruff check pipeline tests bench

@@ -19,7 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "complexity": ("pipeline.models.complexity_cli", "flops/params/activations for variants, φ or strategies"),
     "shards": ("pipeline.data.shards_cli", "write webdataset shards from a dataset's on-disk format"),
     "results": ("pipeline.experiments.results", "table of finished runs' result records"),
-    "demo": ("pipeline.experiments.demo", "the embedded demo: digits shards, φ = 0,1,2 with 2-process DDP"),
+    "sweep": ("pipeline.experiments.sweep", "plan and train a scaling study: grid (α, β, γ), scale, transfer"),
+    "report": ("pipeline.experiments.report", "report.md + report.html of sweeps: accuracy, cost, growth, runtime"),
+    "demo": ("pipeline.experiments.demo", "a miniature study: digits, compound φ = 0,1,2 and dWr at matched flops"),
     "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
 }
 

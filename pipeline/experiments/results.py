@@ -79,6 +79,21 @@ def format_table(records: Iterable[dict[str, Any]], columns: Sequence[str]) -> s
     return "\n".join(lines)
 
 
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown (GitHub) table of already formatted cells."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """The same table as HTML (cells escaped)."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 TABLE_COLUMNS = ("sweep", "run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts",
                  "top1", "top1_ema", "images_per_s", "gpu_hours")
 

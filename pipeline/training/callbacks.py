@@ -6,11 +6,23 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
 
+from pipeline.training.loggers import configure_wandb_run, run_tags
 from pipeline.training.module import ScaledClassifier
 
 BEST_KEYS = ("val/top1", "val/top5", "val/top1_ema", "val/top5_ema")
+
+
+def resolved_config(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """The run's full resolved config as LightningCLI saves it (its SaveConfigCallback), or None outside the CLI."""
+    saver = next((cb for cb in trainer.callbacks if isinstance(cb, SaveConfigCallback)), None)  # type: ignore[attr-defined]
+    if saver is None:
+        return None
+    return yaml.safe_load(saver.parser.dump(saver.config, skip_none=False, skip_check=True))
 
 
 def _mean(values: list[float]) -> float | None:
@@ -57,6 +69,9 @@ class RunSummary(Callback):
             config = self.config(trainer, pl_module)
             for logger in trainer.loggers:
                 logger.log_hyperparams(config)
+                if isinstance(logger, WandbLogger):
+                    tags = run_tags(config, self.dataset, str(self.extra.get("sweep")))
+                    configure_wandb_run(logger.experiment, tags, resolved_config(trainer))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the epoch clock."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -38,6 +39,30 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+# Accuracies whose W&B summary is their best value while the run trains (not the last epoch's).
+BEST_METRICS = ("val/top1", "val/top5", "val/top1_ema", "val/top5_ema")
+
+
+def run_tags(spec: dict[str, Any], dataset: str, sweep: str) -> list[str]:
+    """W&B tags of a run: its strategy, ``phi=…`` or ``s=…`` (or the variant), the dataset and the sweep."""
+    point = (f"phi={spec['phi']:g}" if spec.get("phi") is not None else
+             f"s={spec['s']:g}" if spec.get("s") is not None else str(spec.get("name")))
+    return [str(spec.get("strategy")), point, f"dataset={dataset}", f"sweep={sweep}"]
+
+
+def configure_wandb_run(run: Any, tags: list[str], resolved: dict[str, Any] | None) -> None:
+    """Best-so-far summaries (``define_metric(summary="max")``), tags, and the full resolved config (once).
+
+    The resolved config (what ``config.yaml`` holds: every key of ``pipeline fit``) goes under ``cli``,
+    beside the flat spec / complexity keys the run config already has.
+    """
+    for key in BEST_METRICS:
+        run.define_metric(key, summary="max")
+    run.tags = tuple(dict.fromkeys([*run.tags, *tags]))
+    if resolved is not None:
+        run.config.update({"cli": resolved}, allow_val_change=True)
 
 
 def build_loggers(directory: Path, name: str, group: str, project: str, run_id: str | None) -> list[Logger]:

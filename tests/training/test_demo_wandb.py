@@ -31,13 +31,14 @@ def read_wandb_run(run_file: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, tmp_path: Path) -> None:
-    done = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", *map(str, PHIS),
-                        "--epochs", "1", "--", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                        cwd=tmp_path)
+    demo = ("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", *map(str, PHIS),
+            "--epochs", "1", "--", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    done = run_pipeline(*demo, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    header = next(line.split() for line in lines if line.split()[:1] == ["phi"])
-    assert header[:6] == ["phi", "resolution", "params", "flops", "acts", "top1"]
+    header = next(line.split() for line in lines if line.split()[:1] == ["run_name"])
+    assert header[:9] == ["run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts", "top1"]
+    assert "## Growth of params and activations with flops" in done.stdout  # the report's tables
     assert "total wall time" in done.stdout and "wandb sync" in done.stdout
 
     flops = []
@@ -59,8 +60,14 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
             assert key in run["history"], key
         flops.append(result["flops"])
     assert flops[1] > flops[0]  # φ = 1 costs more than φ = 0
+    # dWr trained at the flops φ = 1 measured (within the planner's bisection on s)
+    (matched,) = (json.loads(p.read_text()) for p in (tmp_path / "runs" / "demo").glob("dWr-s*/result.json"))
+    assert matched["strategy"] == "dWr" and abs(matched["flops"] / flops[1] - 1) < 0.25
 
-    # a second demo reuses the finished runs instead of training again
-    again = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", "0",
-                         cwd=tmp_path, timeout=120)
-    assert again.returncode == 0 and "already done" in again.stdout
+    # the same demo again reuses the finished runs instead of training again
+    again = run_pipeline(*demo, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("already done") == 3 and ": training" not in again.stdout
+    # other settings for the same run directories are refused in one line, before anything trains
+    other = run_pipeline("demo", "--out", str(tmp_path / "runs"), "--data", str(digits), "--phis", "0", cwd=tmp_path,
+                         timeout=300)
+    assert other.returncode == 2 and "already holds run compound-phi0 with another config" in other.stderr

@@ -1,0 +1,231 @@
+"""Sweep planning: points in scaling space → runs with their spec, complexity, cost and manifest entry.
+
+Every sweep kind (grid, scale, transfer) ends here: a list of *points* (the model keys that differ per
+run, plus any other per-run overrides) on top of one training config. Planning parses that config once
+through the training CLI (exactly what ``pipeline fit`` accepts), resolves each point's ``ScaleSpec``
+with the same ``resolve_spec``, counts flops / params / acts of the built net (``count_complexity``) and
+prices the sweep. The result is a run manifest (``pipeline.cluster.manifest``): the one format that the
+local runner and the SLURM job array both execute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.cluster.checks import resolve_run
+from pipeline.cluster.manifest import RunEntry
+from pipeline.errors import PipelineError
+from pipeline.scaling import ScaleSpec, resolve_spec
+from pipeline.scaling.compound import flops_factor
+from pipeline.scaling.spec import SPEC_KEYS
+from pipeline.training.rundir import run_name
+
+# The keys that pick how a spec is made: every run sets all of them (null where unused), so a value in the
+# sweep's config (e.g. ``model.phi: 0``) never combines with a point's strategy into an ambiguous spec.
+MODE_KEYS = ("variant", "phi", "strategy", "scale")
+
+SWEEP_FILE = "sweep.json"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run to plan: its model keys, other per-run overrides, an optional name, and what to record."""
+
+    model: dict[str, Any]
+    overrides: tuple[str, ...] = ()
+    name: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    match_flops: bool = False  # a strategy point: search s so the built net's flops ≈ scale × the base's
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A planned run: its name, spec, complexity, the factor of flops it was asked for, and its manifest entry."""
+
+    name: str
+    spec: ScaleSpec
+    flops: int
+    params: int
+    acts: int
+    nominal: float | None  # the flops factor over the base the point asks for (s, or (αβ²γ²)^φ); None for variants
+    entry: RunEntry
+    info: dict[str, Any]
+
+    def record(self, base_flops: int) -> dict[str, Any]:
+        """The run as a flat dict (spec, complexity, measured over nominal flops) for sweep.json and tables."""
+        growth = self.flops / base_flops
+        return {**self.spec.record(), "run_name": self.name, "run_dir": self.entry.run_dir, "flops": self.flops,
+                "params": self.params, "acts": self.acts, "flops_growth": growth, "nominal_growth": self.nominal,
+                "flops_vs_nominal": growth / self.nominal if self.nominal else None, **self.info}
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A whole sweep: where it lives, what it trains on, its runs, and the base net they are compared with."""
+
+    kind: str
+    name: str
+    directory: Path
+    config: str
+    overrides: list[str]
+    dataset: str
+    train_images: int
+    val_images: int
+    epochs: int
+    base_flops: int
+    runs: list[PlannedRun]
+
+    def manifest(self) -> list[RunEntry]:
+        """The run manifest entries, in plan order."""
+        return [run.entry for run in self.runs]
+
+    def record(self) -> dict[str, Any]:
+        """The plan as JSON-able dict (``sweep.json``): what the report needs besides the result records."""
+        return {"kind": self.kind, "name": self.name, "config": self.config, "overrides": self.overrides,
+                "dataset": self.dataset, "train_images": self.train_images, "val_images": self.val_images,
+                "epochs": self.epochs, "base_flops": self.base_flops,
+                "runs": [run.record(self.base_flops) for run in self.runs]}
+
+
+def model_overrides(model: dict[str, Any]) -> list[str]:
+    """``--model.<key> <value>`` for a point's model keys, with every mode key not given set to null."""
+    keys = {**dict.fromkeys(MODE_KEYS), **model}
+    return [arg for key, value in keys.items() for arg in (f"--model.{key}", "null" if value is None else f"{value}")]
+
+
+def nominal_growth(spec: ScaleSpec) -> float | None:
+    """The flops factor over the base net that the spec's scaling rule promises (before rounding)."""
+    if spec.s is not None:
+        return spec.s
+    if spec.phi is not None and spec.alpha is not None and spec.beta is not None and spec.gamma is not None:
+        return flops_factor(spec.alpha, spec.beta, spec.gamma) ** spec.phi
+    return None
+
+
+def measure_specs(specs: list[ScaleSpec], num_classes: int) -> list[Any]:
+    """Complexity of each spec (identical nets counted once), through the complexity command's counter."""
+    from pipeline.models.complexity_cli import measure
+
+    return measure(specs, num_classes)
+
+
+def matched_scale(spec_at: Callable[[float], ScaleSpec], s: float, target_flops: float, num_classes: int,
+                  tolerance: float, steps: int = 8) -> float:
+    """The s (4 significant digits) whose built net ``spec_at(s)`` has flops closest to ``target_flops``.
+
+    Measured flops are a non-decreasing step function of s (every rounding rule is monotone), so a bisection
+    on log s over [s/4, 4s] brackets the target; it stops once within ``tolerance`` (relative) and returns
+    the closest s it counted. Each step builds and counts one net (~1 s at 32 px).
+    """
+    from pipeline.models.build import build_model
+    from pipeline.models.complexity import count_complexity
+
+    def gap(trial: float) -> tuple[float, bool]:
+        spec = spec_at(trial)
+        flops = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution).flops
+        return abs(math.log(flops / target_flops)), flops < target_flops
+
+    low, high = s / 4, s * 4
+    best_s, (best_gap, _) = s, gap(s)
+    for _ in range(steps):
+        if best_gap <= math.log1p(tolerance):
+            break
+        mid = float(f"{math.sqrt(low * high):.4g}")
+        distance, below = gap(mid)
+        if distance < best_gap:
+            best_s, best_gap = mid, distance
+        low, high = (mid, high) if below else (low, mid)
+    return best_s
+
+
+def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: list[Point],
+               tolerance: float = 0.05) -> SweepPlan:
+    """Plan ``points`` on ``config`` + ``overrides`` as sweep ``name`` (its directory is ``<run.root>/<name>``).
+
+    Points with ``match_flops`` get the s whose built net's flops are within ``tolerance`` of
+    ``scale`` × the base net's (or the closest s found; see ``matched_scale``); their run keeps the asked
+    s in its name and records both (``s_nominal``, and ``s`` in the spec).
+
+    Raises PipelineError (one line) for a config the training CLI rejects, a point ``resolve_spec`` rejects,
+    missing shards, or two points that would share a run directory.
+    """
+    from pipeline.data.manifest import load_manifest
+
+    if not points:
+        raise PipelineError(f"sweep {name!r} has no runs: give at least one point")
+    if not name or "/" in name or name in (".", ".."):
+        raise PipelineError(f"sweep name must be a plain directory name (got {name!r})")
+    resolved = resolve_run(config, [*overrides, "--run.sweep", name])
+    model, data, trainer, run = (resolved.config[k] for k in ("model", "data", "trainer", "run"))
+    shards = load_manifest(data["root"])
+    splits = {split: data.get(f"{split}_split") for split in ("train", "val")}
+    for split, key in splits.items():
+        if key is None or key not in shards.splits:
+            raise PipelineError(f"{data['root']} has no {split} split {key!r}; a sweep trains and validates")
+    epochs = trainer.get("max_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise PipelineError(f"set trainer.max_epochs (got {epochs!r}): a sweep's cost and schedule need it")
+    directory = Path(run["root"]) / name
+    common = {k: model[k] for k in SPEC_KEYS}
+    specs = []
+    for point in points:
+        unknown = set(point.model) - set(SPEC_KEYS)
+        if unknown:
+            raise PipelineError(f"not a model spec key: {', '.join(sorted(unknown))}")
+        specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
+    names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
+    base_spec = resolve_spec(base=common["base"], phi=0, base_resolution=common["base_resolution"])
+    (base,) = measure_specs([base_spec], shards.num_classes)
+    models = []
+    for i, point in enumerate(points):
+        model, info = dict(point.model), dict(point.info)
+        if point.match_flops and specs[i].s not in (None, 1):
+            nominal = specs[i].s
+
+            def spec_at(s: float, model: dict[str, Any] = model) -> ScaleSpec:
+                return resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **model, "scale": s})
+
+            model["scale"] = matched_scale(spec_at, nominal, nominal * base.flops, shards.num_classes, tolerance)
+            specs[i], info["s_nominal"] = spec_at(model["scale"]), nominal
+        models.append((model, info))
+    costs = measure_specs(specs, shards.num_classes)
+    runs = []
+    for point, label, spec, cost, (model, info) in zip(points, names, specs, costs, models, strict=True):
+        entry = RunEntry(config=config, run_dir=str(directory / label),
+                         overrides=[*model_overrides(model), *point.overrides, *overrides])
+        nominal = info.get("s_nominal", nominal_growth(spec))
+        runs.append(PlannedRun(label, spec, cost.flops, cost.params, cost.acts, nominal, entry, info))
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise PipelineError(f"two points of sweep {name!r} are the same run: {', '.join(twice)}")
+    return SweepPlan(kind, name, directory, config, list(overrides), Path(str(data["root"])).name,
+                     shards.splits[splits["train"]].count, shards.splits[splits["val"]].count, epochs, base.flops,
+                     runs)
+
+
+def cost_lines(plan: SweepPlan, images_per_s: float | None) -> list[str]:
+    """The sweep's total training cost: flops × images × epochs × 3 (forward + backward) and GPU-hours.
+
+    GPU-hours assume ``images_per_s`` for the base net (φ = 0, s = 1) and time ∝ flops for the others
+    (Dollár et al. find time follows activations more closely; the report measures it).
+    """
+    images = plan.train_images * plan.epochs
+    total = sum(3 * run.flops * images for run in plan.runs)
+    lines = [f"{len(plan.runs)} runs × {plan.train_images} images × {plan.epochs} epochs: "
+             f"{total:.3g} flops (multiply-adds, ×3 for forward + backward)"]
+    if images_per_s:
+        hours = sum(images * run.flops / plan.base_flops / images_per_s for run in plan.runs) / 3600
+        lines.append(f"≈ {hours:.3g} GPU-hours at {images_per_s:g} images/s for the base net (time ∝ flops)")
+    return lines
+
+
+def check_finite(name: str, value: float) -> float:
+    """A finite positive number, or a one-line error naming the option."""
+    if not (math.isfinite(value) and value > 0):
+        raise PipelineError(f"{name} must be a positive number (got {value})")
+    return value

@@ -1,0 +1,123 @@
+"""Sweep planning on the real digits shards and the real training CLI's parser: grid, scale (with flops matching),
+transfer, the manifest a SLURM sweep submits, resumable re-plans, and one-line refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cluster.manifest import read_manifest
+from pipeline.errors import PipelineError
+from pipeline.experiments import sweep
+from pipeline.experiments.plan import Point, plan_sweep
+from pipeline.experiments.results import RESULT_KEYS, write_result
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "experiment" / "digits.yaml")
+
+
+def where(digits: Path, tmp_path: Path) -> list[str]:
+    """Overrides that put the shards and the runs in this test's directories."""
+    return ["--", "--data.root", str(digits), "--run.root", str(tmp_path / "runs")]
+
+
+@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
+def test_grid_dry_run_prints_candidates_and_cost_and_writes_nothing(
+        digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sweep", "grid", "--config", CONFIG, "--max-candidates", "4", "--dry-run", "--images-per-s", "100"]
+    assert sweep.main([*argv, *where(digits, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("grid-")]
+    assert [r[0] for r in rows] == ["grid-a1.4-b1-g1.2", "grid-a1.4-b1.2-g1", "grid-a1.2-b1-g1.3", "grid-a1.2-b1.3-g1"]
+    assert all(r[1] == "compound" and r[-1] == "todo" for r in rows)
+    flops = [float(r[6].rstrip("M")) * 1e6 for r in rows]
+    images = 1437 * 3  # digits' train split × configs/experiment/digits.yaml's epochs
+    total = sum(3 * f * images for f in flops)
+    assert f"{total:.3g} flops" in out.replace("e+", "e+")
+    assert "GPU-hours at 100 images/s" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
+def test_strategy_flops_are_matched_to_s_times_the_base(digits: Path, tmp_path: Path) -> None:
+    points = [Point({"strategy": "dWr", "scale": 4, "fast_alpha": 0.8}, match_flops=mode) for mode in (False, True)]
+    nominal = plan_sweep("scale", "a", CONFIG, ["--data.root", str(digits), "--run.root", str(tmp_path)], points[:1])
+    matched = plan_sweep("scale", "b", CONFIG, ["--data.root", str(digits), "--run.root", str(tmp_path)], points[1:])
+    (raw,), (run,) = nominal.runs, matched.runs
+    # rounding at 32 px (channels to 8, repeats up, the last map 1 → 2 px) makes the nominal s = 4 cost 2.7×
+    assert raw.flops / (4 * nominal.base_flops) > 2
+    assert abs(run.flops / (4 * matched.base_flops) - 1) < 0.1
+    assert run.name == "dWr-s4" and run.info["s_nominal"] == 4 and run.spec.s != 4
+    assert ["--model.scale", f"{run.spec.s}"] == run.entry.overrides[6:8]
+
+
+@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
+def test_slurm_submit_writes_the_manifest_and_calls_the_submit_path(
+        digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sweep", "scale", "--config", CONFIG, "--name", "s3", "--phi", "0,1", "--variant", "b0", "--submit",
+            "slurm", "--max-parallel", "2", "--slurm-arg=--no-requeue", "--dry-run"]
+    assert sweep.main([*argv, *where(digits, tmp_path), "--trainer.max_epochs", "1"]) == 0
+    directory = tmp_path / "runs" / "s3"
+    runs = read_manifest(directory / "manifest.json")
+    assert [Path(r.run_dir).name for r in runs] == ["compound-phi0", "compound-phi1", "b0"]
+    assert all(r.config == CONFIG and Path(r.run_dir).parent == directory for r in runs)
+    assert runs[1].overrides == ["--model.variant", "null", "--model.phi", "1.0", "--model.strategy", "null",
+                                 "--model.scale", "null", "--data.root", str(digits), "--run.root",
+                                 str(tmp_path / "runs"), "--trainer.max_epochs", "1"]
+    assert runs[2].overrides[:8] == ["--model.variant", "b0", "--model.phi", "null", "--model.strategy", "null",
+                                     "--model.scale", "null"]
+    plan = json.loads((directory / "sweep.json").read_text())
+    assert plan["kind"] == "scale" and plan["val_images"] == 180 and plan["epochs"] == 1
+    sbatch = capsys.readouterr().out.strip().splitlines()[-1]  # pipeline submit --dry-run prints the sbatch line
+    assert "--array=0-2%2" in sbatch and sbatch.endswith(f"array.sbatch {directory / 'manifest.json'}")
+
+    # a finished run is left out of the next array; another plan for the same directory is refused
+    write_result(runs[0].run_dir, {**dict.fromkeys(RESULT_KEYS), "run_name": "compound-phi0"})
+    assert sweep.main([*argv, *where(digits, tmp_path), "--trainer.max_epochs", "1"]) == 0
+    assert "--array=1-2%2" in capsys.readouterr().out.strip().splitlines()[-1]
+    with pytest.raises(PipelineError, match="already holds run compound-phi0 with another config"):
+        sweep.main([*argv, *where(digits, tmp_path), "--trainer.max_epochs", "2"])
+
+
+def test_transfer_plan_fine_tunes_each_finished_source_run(digits: Path, tmp_path: Path) -> None:
+    source = tmp_path / "runs" / "src"
+    for name, model in (("compound-phi1", {"phi": 1.0}), ("dWr-s2", {"strategy": "dWr", "scale": 2.1})):
+        (source / name).mkdir(parents=True)
+        (source / name / "config.yaml").write_text(json.dumps({"model": {"base": "efficientnet",
+                                                                          "base_resolution": 32, **model}}))
+        write_result(source / name, {**dict.fromkeys(RESULT_KEYS), "run_name": name, "top1": 0.9})
+    (source / "unfinished").mkdir()
+    args = sweep.build_parser().parse_args(["transfer", "--from", str(source), "--dataset", "cifar100",
+                                            "--config", CONFIG, "--data-root", str(digits)])
+    plan = sweep.make_plan(args, ["--run.root", str(tmp_path / "runs")])
+    assert plan.name == "transfer-cifar100-src"
+    assert [r.name for r in plan.runs] == ["compound-phi1-cifar100", "dWr-s2.1-cifar100"]
+    first = plan.runs[0].entry.overrides
+    at = first.index("--model.init_from")
+    assert first[at:at + 4] == ["--model.init_from", str(source / "compound-phi1"), "--run.source_run", "compound-phi1"]
+    assert first[at + 4:at + 6] == ["--run.dataset", "cifar100"] and "--data.root" in first
+    assert plan.runs[1].spec.strategy == "dWr" and plan.runs[1].info["source_top1"] == 0.9
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["scale", "--strategy", "dWr"], "--strategy and --scale go together"),
+    (["scale", "--phi", "0..2", "--from-grid", "nowhere"], r"nowhere/grid.json not found"),
+    (["scale", "--from-grid", "nowhere", "--alpha", "1.2", "--phi", "1"], "not both"),
+    (["scale"], "nothing to train"),
+    (["scale", "--phi", "-1"], "phi must be >= 0"),
+    (["scale", "--strategy", "dWr", "--scale", "2", "--fast-alpha", "1.5"], "fast_alpha must be in"),
+    (["scale", "--phi", "x"], "not a list of numbers"),
+    (["grid", "--high", "1.0"], "no α, β, γ on the grid"),
+    (["grid", "--max-candidates", "0"], "--max-candidates must be >= 1"),
+    (["grid", "--images-per-s", "0"], "--images-per-s must be a positive number"),
+    (["scale", "--phi", "1", "--config", "missing.yaml"], "config missing.yaml not found"),
+    (["transfer", "--from", "nowhere", "--dataset", "cifar100"], "not a directory"),
+    (["transfer", "--from", ".", "--dataset", "imagenet"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(digits: Path, tmp_path: Path, argv: list[str], message: str) -> None:
+    with pytest.raises(PipelineError, match=message) as err:
+        sweep.main(["sweep", *argv, "--dry-run", *where(digits, tmp_path)])
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists()
