@@ -44,7 +44,8 @@ def step_time(root: Path, guard: bool) -> float:
     """Median step time (s) of one fit, the first WARMUP steps left out."""
     timer = StepTimer()
     model = ScaledClassifier(strategy="w", scale=0.25, base_resolution=32, num_classes=10,
-                             recipe=Recipe(opt="adamw", opt_kwargs={}, sched="cosine", warmup_epochs=0, ema_epochs=None))
+                             recipe=Recipe(opt="adamw", opt_kwargs={}, sched="cosine", warmup_epochs=0,
+                                           ema_epochs=None))
     data = ShardDataModule(str(root), resolution=32, batch_size=16, num_workers=0, shuffle_buffer=100)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=STEPS, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -149,7 +149,7 @@ class ScaledClassifier(pl.LightningModule):
             self.ema.update(self.model, step=self.global_step)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        """Seed this rank's torch / numpy / random with (seed, batch number, rank), as timm's train.py seeds seed + rank.
+        """Seed this rank's torch / numpy / random with (seed, batch number, rank), as timm's train.py does.
 
         ``seed_everything`` seeds every rank alike, so drop-path masks, dropout and Mixup/CutMix draws would
         be the same on every rank. Re-seeding per training batch (seed + batches so far × world_size + rank:
