@@ -107,7 +107,8 @@ class ShardDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Check that the splits this stage uses give every rank at least one batch."""
-        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ())
+        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        roles = roles.get(stage or "fit", ())
         self.check(roles)
         for role in roles:
             if self.splits[role] is not None:
@@ -124,6 +125,10 @@ class ShardDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> ShardLoader:
         """Every test sample exactly once across ranks × workers."""
         return self.loader("test")
+
+    def predict_dataloader(self) -> ShardLoader:
+        """The test split (``data.test_split``, any split of the manifest) with each batch's sample keys."""
+        return self.loader("test", keys=True)
 
     def stream(self, role: str, *, keys: bool = False) -> ShardStream:
         """The :class:`ShardStream` of ``role`` (train / val / test) for this rank."""

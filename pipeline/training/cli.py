@@ -30,6 +30,7 @@ from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.callbacks import RunSummary
 from pipeline.training.checkpoint import AtomicCheckpointIO
+from pipeline.training.finetune import check_source
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.rundir import CHECKPOINT_DIR, SINGLE, RunOptions, run_dir, wandb_run_id
@@ -92,6 +93,9 @@ class PipelineCLI(LightningCLI):
         self.started = time.time()
         config = self.config[self.subcommand]
         self.spec = resolve_spec(**{k: config.model[k] for k in SPEC_KEYS})
+        if config.get("ckpt_path"):  # resuming / evaluating a checkpoint: it restores every weight itself
+            config.model.init_from = None
+        check_source(config.model)
         self.options = RunOptions(**config.run)
         self.directory = run_dir(self.options, self.spec)
         config.trainer.default_root_dir = str(self.directory)
