@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("pipeline.data.shards_cli", "write webdataset shards from a dataset's on-disk format"),
     "results": ("pipeline.experiments.results", "table of finished runs' result records"),
     "demo": ("pipeline.experiments.demo", "the embedded demo: digits shards, φ = 0,1,2 with 2-process DDP"),
+    "predict": ("pipeline.training.predict", "write a checkpoint's top-5 predictions on a shard split (JSONL)"),
+    "export": ("pipeline.models.export_cli", "write a run's network as safetensors + config.json for timm"),
     "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
 }
 
