@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -14,6 +16,23 @@ from pipeline.errors import PipelineError
 
 # Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see stream.py)
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
+
+
+class PredictLoader:
+    """A loader Lightning's predict loop iterates as it is.
+
+    ``trainer.predict`` rebuilds every ``DataLoader`` around an index sampler (to report batch indices); a
+    streaming loader has no sampler to replace, so it is handed over as a plain iterable.
+    """
+
+    def __init__(self, loader: ShardLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 class ShardDataModule(pl.LightningDataModule):
@@ -126,9 +145,9 @@ class ShardDataModule(pl.LightningDataModule):
         """Every test sample exactly once across ranks × workers."""
         return self.loader("test")
 
-    def predict_dataloader(self) -> ShardLoader:
+    def predict_dataloader(self) -> PredictLoader:
         """The test split (``data.test_split``, any split of the manifest) with each batch's sample keys."""
-        return self.loader("test", keys=True)
+        return PredictLoader(self.loader("test", keys=True))
 
     def stream(self, role: str, *, keys: bool = False) -> ShardStream:
         """The :class:`ShardStream` of ``role`` (train / val / test) for this rank."""
