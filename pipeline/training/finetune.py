@@ -40,6 +40,11 @@ REGULARISERS = ("dropout", "drop_path")
 MODEL_PREFIX, EMA_PREFIX = "model.", "ema.module."
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def checkpoint_path(source: str | Path) -> Path:
     """The checkpoint ``source`` names: a file, or a run directory's ``checkpoints/best.ckpt``."""
     path = Path(source)
@@ -58,8 +63,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = load_checkpoint(path)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"{path} holds pickled objects that weights_only loading refuses ({first}); "
+        raise PipelineError(f"{path} holds pickled objects that weights_only loading refuses ({_first_line(err)}); "
                             "only checkpoints of plain tensors and values are loaded") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
@@ -121,10 +125,10 @@ def _timm_weights(name: str, spec: ScaleSpec, in_chans: int) -> dict[str, Tensor
     if not timm.is_model(name):
         raise PipelineError(f"timm has no model {name!r} (timm.list_models() lists them)")
     target = build_model(spec, in_chans=in_chans)
-    skip = head_keys(target)
+    skip = head_keys(target)  # a network with other head names is another network: its keys differ anyway
     want = {k: tuple(v.shape) for k, v in target.state_dict().items() if k not in skip}
     plain = timm.create_model(name, pretrained=False, in_chans=in_chans)
-    have = {k: tuple(v.shape) for k, v in plain.state_dict().items() if k not in head_keys(plain)}
+    have = {k: tuple(v.shape) for k, v in plain.state_dict().items() if k not in skip}
     if want != have:
         differ = sorted(set(want) ^ set(have) | {k for k in set(want) & set(have) if want[k] != have[k]})
         raise PipelineError(f"timm:{name} is not the requested network {spec.base}-{spec.name} "
@@ -133,14 +137,13 @@ def _timm_weights(name: str, spec: ScaleSpec, in_chans: int) -> dict[str, Tensor
     try:
         model = timm.create_model(name, pretrained=True, in_chans=in_chans)
     except (OSError, RuntimeError) as err:  # huggingface_hub's offline errors are OSErrors
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"cannot fetch timm's pretrained weights for {name} (no hub access? {first}); "
-                            "no run starts from random weights in their place") from None
-    return {k: v for k, v in model.state_dict().items() if k not in head_keys(model)}
+        raise PipelineError(f"cannot fetch timm's pretrained weights for {name} (no hub access? "
+                            f"{_first_line(err)}); no run starts from random weights in their place") from None
+    return model.state_dict()
 
 
 def initial_weights(init_from: str, init_ema: bool, spec: ScaleSpec, in_chans: int) -> dict[str, Tensor]:
-    """The source's weights without its classifier, after checking that it is the ``spec`` network."""
+    """The source's weights (its classifier included), after checking that it is the ``spec`` network."""
     if init_from.startswith(TIMM_PREFIX):
         return _timm_weights(init_from[len(TIMM_PREFIX):], spec, in_chans)
     path = checkpoint_path(init_from)
@@ -148,15 +151,14 @@ def initial_weights(init_from: str, init_ema: bool, spec: ScaleSpec, in_chans: i
     source, _, source_chans = checkpoint_spec(checkpoint, path)
     check_same_network(source, source_chans, spec, in_chans, str(path),
                        spec_overrides(checkpoint["hyper_parameters"]))
-    state = checkpoint_state(checkpoint, init_ema, path)
-    head = head_keys(build_model(source, in_chans=source_chans))
-    return {k: v for k, v in state.items() if k not in head}
+    return checkpoint_state(checkpoint, init_ema, path)
 
 
 def load_backbone(model: nn.Module, weights: dict[str, Tensor]) -> None:
-    """Copy ``weights`` into ``model``; only the classifier may stay as it was (the target's new head)."""
-    result = model.load_state_dict(weights, strict=False)
-    missing = set(result.missing_keys) - head_keys(model)
+    """Copy ``weights`` but the classifier's into ``model``, whose head (the target's classes) stays new."""
+    head = head_keys(model)
+    result = model.load_state_dict({k: v for k, v in weights.items() if k not in head}, strict=False)
+    missing = set(result.missing_keys) - head
     if missing or result.unexpected_keys:
         raise PipelineError(f"source weights do not fit the model (missing {sorted(missing)[:3]}, "
                             f"unexpected {sorted(result.unexpected_keys)[:3]})")
