@@ -28,8 +28,11 @@ SOURCE_SPEC = ["--model.phi", "null", "--model.strategy", "w", "--model.scale", 
 ONE_PROCESS = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
                "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]
 # the transfer configs' protocol at the scale of a test: 2 epochs of ~45 updates instead of thousands, so no
-# warm-up, a higher lr, PyTorch's BN momentum (0.01 averages over ~100 updates) and a short EMA
+# warm-up, a higher lr, PyTorch's BN momentum (0.01 averages over ~100 updates) and a short EMA; digits'
+# augmentation (as configs/data/digits.yaml: no crops of 8×8 strokes, no mirrored digits). With the
+# configs' crops and flips, 2 epochs reach 28 % instead of 88 % (measured for φ = 0).
 TINY_SCHEDULE = ["--trainer.max_epochs", "2", "--data.batch_size", "32", "--data.auto_augment", "null",
+                 "--data.scale=[1.0, 1.0]", "--data.hflip", "0", "--data.crop_pct", "1.0",
                  "--model.recipe.lr_per_256", "0.08", "--model.recipe.warmup_epochs", "0",
                  "--model.recipe.bn_momentum", "null", "--model.recipe.ema_decay", "0.9"]
 
