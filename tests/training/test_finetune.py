@@ -53,7 +53,8 @@ def fine_tune(dataset: str, shards: Path, source: Path, root: Path) -> dict:
     """``pipeline fit`` with the dataset's transfer config from ``source``; returns the result record."""
     done = run_pipeline("fit", "--config", str(REPO / "configs" / "transfer" / f"{dataset}.yaml"), *SOURCE_SPEC,
                         "--model.init_from", str(source), "--run.source_run", source.name, "--run.dataset", dataset,
-                        "--data.root", str(shards), "--run.root", str(root), *ONE_PROCESS, *TINY_SCHEDULE, cwd=root)
+                        "--data.root", str(shards), "--run.root", str(root), *ONE_PROCESS, *TINY_SCHEDULE,
+                        cwd=root.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((root / "single" / f"w-s0.25-{dataset}" / "result.json").read_text())
 
@@ -64,8 +65,8 @@ def test_cifar100_fine_tune_and_predict(source: Path, tmp_path: Path) -> None:
                         cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = fine_tune("cifar100", tmp_path / "c100", source, tmp_path / "runs")
-    # 100 classes in the head, 10 used: chance is 10 %
-    assert result["top1"] > 0.6, result
+    # 100 classes in the head, 10 used: chance is 10 % (measured: 64 % raw, 62 % EMA; the source: 46 %)
+    assert result["top1"] > 0.45, result
     assert result["source_run"] == "w-s0.25" and result["dataset"] == "cifar100" and result["strategy"] == "w"
 
     run = tmp_path / "runs" / "single" / "w-s0.25-cifar100"
@@ -87,7 +88,7 @@ def test_flowers102_fine_tune_on_trainval(source: Path, tmp_path: Path) -> None:
     counts = {name: split.count for name, split in load_manifest(tmp_path / "fl").splits.items()}
     assert counts == {"train": 1437, "val": 180, "test": 180, "trainval": 1617}
     result = fine_tune("flowers102", tmp_path / "fl", source, tmp_path / "runs")
-    assert result["top1"] > 0.6, result
+    assert result["top1"] > 0.45, result  # chance 10 % (measured: 73 %)
     assert result["dataset"] == "flowers102"
 
 
