@@ -45,6 +45,14 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _unpickling_reason(err: pickle.UnpicklingError) -> str:
+    # torch's message wraps the reason (e.g. "Trying to load unsupported GLOBAL posix.system …") in advice to
+    # retry with weights_only=False, which is exactly what must not be done: keep the reason only
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith(boilerplate)), type(err).__name__)
+
+
 def checkpoint_path(source: str | Path) -> Path:
     """The checkpoint ``source`` names: a file, or a run directory's ``checkpoints/best.ckpt``."""
     path = Path(source)
@@ -63,8 +71,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = load_checkpoint(path)
     except pickle.UnpicklingError as err:
-        raise PipelineError(f"{path} holds pickled objects that weights_only loading refuses ({_first_line(err)}); "
-                            "only checkpoints of plain tensors and values are loaded") from None
+        raise PipelineError(f"{path} is refused by weights_only loading ({_unpickling_reason(err)}): only "
+                            "checkpoints of tensors and plain values load, never pickled code or objects") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise PipelineError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
