@@ -115,7 +115,9 @@ class PipelineCLI(LightningCLI):
         if SLURMEnvironment.detect():
             # our requeue callback checkpoints outside the signal handler; Lightning's own would race it
             plugins.append(SLURMEnvironment(auto_requeue=False))
-        loggers = build_loggers(self.directory, name, group, self.options.project, run_id)
+        # predict writes a file and logs nothing: no second W&B run in a finished run's directory
+        loggers = [] if self.subcommand == "predict" else build_loggers(
+            self.directory, name, group, self.options.project, run_id)
         return super().instantiate_trainer(logger=loggers, plugins=plugins, **kwargs)
 
     def after_fit(self) -> None:

@@ -70,10 +70,12 @@ def test_cifar100_fine_tune_and_predict(source: Path, tmp_path: Path) -> None:
     assert result["source_run"] == "w-s0.25" and result["dataset"] == "cifar100" and result["strategy"] == "w"
 
     run = tmp_path / "runs" / "single" / "w-s0.25-cifar100"
+    wandb_runs = sorted((run / "wandb").glob("offline-run-*"))
     done = run_pipeline("predict", "--config", str(run / "config.yaml"), "--ckpt_path",
                         str(run / "checkpoints" / "best.ckpt"), "--out", str(tmp_path / "pred"),
                         "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted((run / "wandb").glob("offline-run-*")) == wandb_runs  # predict logs nothing
     rows = [json.loads(line) for line in (tmp_path / "pred" / "predictions-test.jsonl").read_text().splitlines()]
     assert len(rows) == len({r["key"] for r in rows}) == 360 and all(len(r["top5"]) == 5 for r in rows)
     # best.ckpt is the epoch of the best val/top1, and val is this same test split: the same accuracy
