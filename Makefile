@@ -23,10 +23,11 @@ SWEEP_ARGS ?=
 FIT_ARGS ?=
 REPORT ?= $(wildcard runs/$(GRID) runs/$(SCALE))
 
-.PHONY: help install demo digits sweep-grid sweep-scale report test test-quick test-slurm lint bench complexity slurm-train clean
+.PHONY: help install demo digits sweep-grid sweep-scale report transfer-cifar100 transfer-flowers102 test test-quick \
+        test-slurm lint bench complexity slurm-train clean
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 # No prerequisites on purpose: the pins' hash is in the path (file times differ in every fresh clone).
 $(DEPS)/.ready:
@@ -83,6 +84,12 @@ complexity: install  ## the B0–B7 complexity table
 
 slurm-train: install  ## sbatch slurm/train.sbatch after checking the request: make slurm-train CONFIG=… NODES=1 GPUS=8
 	$(PIPELINE) submit --config $(CONFIG) --nodes $(or $(NODES),1) --gpus-per-node $(or $(GPUS),1)
+
+transfer-cifar100: install  ## fine-tune every point of a finished sweep on CIFAR-100: make transfer-cifar100 FROM=runs/<sweep>
+	$(PIPELINE) sweep transfer --from $(FROM) --dataset cifar100
+
+transfer-flowers102: install  ## the same on Flowers-102 (train+val, test): make transfer-flowers102 FROM=runs/<sweep>
+	$(PIPELINE) sweep transfer --from $(FROM) --dataset flowers102
 
 clean:  ## remove run outputs of this clone (not the virtualenv)
 	rm -rf runs data .pytest_cache

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("pipeline.experiments.sweep", "plan and train a scaling study: grid (α, β, γ), scale, transfer"),
     "report": ("pipeline.experiments.report", "report.md + report.html of sweeps: accuracy, cost, growth, runtime"),
     "demo": ("pipeline.experiments.demo", "a miniature study: digits, compound φ = 0,1,2 and dWr at matched flops"),
+    "predict": ("pipeline.training.predict", "write a checkpoint's top-5 predictions on a shard split (JSONL)"),
+    "export": ("pipeline.models.export_cli", "write a run's network as safetensors + config.json for timm"),
     "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
 }
 

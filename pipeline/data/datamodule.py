@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,6 +24,23 @@ def eval_crop_pct(resolution: int) -> float:
     """EfficientNet's eval crop at ``resolution``: ``resolution / (resolution + 32)`` (the paper's code; timm's
     ``tf_efficientnet_b*`` configs: B0 224 → 0.875, B3 300 → 0.904, B7 600 → 0.949)."""
     return resolution / (resolution + 32)
+
+
+class PredictLoader:
+    """A loader Lightning's predict loop iterates as it is.
+
+    ``trainer.predict`` rebuilds every ``DataLoader`` around an index sampler (to report batch indices); a
+    streaming loader has no sampler to replace, so it is handed over as a plain iterable.
+    """
+
+    def __init__(self, loader: ShardLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 class ShardDataModule(pl.LightningDataModule):
@@ -136,7 +154,8 @@ class ShardDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Check that the splits this stage uses give every rank at least one batch."""
-        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ())
+        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        roles = roles.get(stage or "fit", ())
         self.check(roles)
         for role in roles:
             if self.splits[role] is not None:
@@ -153,6 +172,10 @@ class ShardDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> ShardLoader:
         """Every test sample exactly once across ranks × workers."""
         return self.loader("test")
+
+    def predict_dataloader(self) -> PredictLoader:
+        """The test split (``data.test_split``, any split of the manifest) with each batch's sample keys."""
+        return PredictLoader(self.loader("test", keys=True))
 
     def stream(self, role: str, *, keys: bool = False, world: tuple[int, int] | None = None) -> ShardStream:
         """The :class:`ShardStream` of ``role`` (train / val / test) for this rank (or ``world`` = (rank, size))."""

@@ -14,8 +14,11 @@ Pretrained weights are never loaded: scaled networks have no released weights an
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import timm
 import timm.models.efficientnet as timm_efficientnet
@@ -24,14 +27,43 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.rounding import round_filters, round_repeats
+from pipeline.scaling.spec import VARIANTS
 
-Builder = Callable[[ScaleSpec, int, int], nn.Module]
+
+@dataclass(frozen=True)
+class TimmCall:
+    """One call into timm that builds a network: ``<module>.<function>(**kwargs)``.
+
+    ``kwargs`` hold JSON values only, so the call can be written out (``pipeline export``'s config.json) and
+    replayed by a timm user without this package. ``architecture`` is the name timm registers for exactly this
+    network (``efficientnet_b3``, ``resnet50``), or None for scaled nets that only the generator builds.
+    """
+
+    module: str
+    function: str
+    kwargs: dict[str, Any]
+    architecture: str | None
+
+    def build(self) -> nn.Module:
+        """Run the call (through the private-API guard for timm's generators)."""
+        if self.module == timm_efficientnet.__name__:
+            return timm_generator(self.function)(**self.kwargs)
+        return getattr(importlib.import_module(self.module), self.function)(**self.kwargs)
+
+
+Builder = Callable[[ScaleSpec, int, int], TimmCall]
 
 # timm's EfficientNet-family generators are private (``_gen_*``) but are the only entry points that take
 # channel/depth multipliers (``timm.create_model`` fixes them per registered variant). Every use goes
 # through ``timm_generator`` so that a timm release that renames or reshapes them fails in one place.
 TIMM_GENERATORS = {"efficientnet": "_gen_efficientnet", "mobilenetv2": "_gen_mobilenet_v2"}
 GENERATOR_PARAMS = ("variant", "channel_multiplier", "depth_multiplier", "pretrained")
+
+# timm's registered names for the multipliers (base, w, d) its own models use: B0–B7, MobileNetV2 1.0
+REGISTERED = {
+    **{("efficientnet", v.width, v.depth): f"efficientnet_{k}" for k, v in VARIANTS.items()},
+    ("mobilenetv2", 1.0, 1.0): "mobilenetv2_100",
+}
 
 RESNET50_LAYERS = (3, 4, 6, 3)
 RESNET50_CHANNELS = (64, 128, 256, 512)
@@ -75,33 +107,46 @@ def _pretrained_cfg(spec: ScaleSpec, num_classes: int, in_chans: int) -> dict[st
 
 @register("efficientnet")
 @register("mobilenetv2")
-def _efficientnet_family(spec: ScaleSpec, num_classes: int, in_chans: int) -> nn.Module:
-    return timm_generator(TIMM_GENERATORS[spec.base])(
-        f"{spec.base}-{spec.name}",
-        channel_multiplier=spec.w,
-        depth_multiplier=spec.d,
-        pretrained=False,
-        pretrained_cfg=_pretrained_cfg(spec, num_classes, in_chans),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=spec.dropout,
-        drop_path_rate=spec.drop_path,
-    )
+def _efficientnet_family(spec: ScaleSpec, num_classes: int, in_chans: int) -> TimmCall:
+    kwargs = {
+        "variant": f"{spec.base}-{spec.name}",
+        "channel_multiplier": spec.w,
+        "depth_multiplier": spec.d,
+        "pretrained": False,
+        "pretrained_cfg": _pretrained_cfg(spec, num_classes, in_chans),
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "drop_rate": spec.dropout,
+        "drop_path_rate": spec.drop_path,
+    }
+    return TimmCall(timm_efficientnet.__name__, TIMM_GENERATORS[spec.base], kwargs,
+                    REGISTERED.get((spec.base, spec.w, spec.d)))
 
 
 @register("resnet50")
-def _resnet50(spec: ScaleSpec, num_classes: int, in_chans: int) -> nn.Module:
-    return timm.create_model(
-        "resnet50",
-        pretrained=False,
-        pretrained_cfg=_pretrained_cfg(spec, num_classes, in_chans),
-        layers=tuple(round_repeats(n, spec.d) for n in RESNET50_LAYERS),
-        channels=tuple(round_filters(c, spec.w) for c in RESNET50_CHANNELS),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=spec.dropout,
-        drop_path_rate=spec.drop_path,
-    )
+def _resnet50(spec: ScaleSpec, num_classes: int, in_chans: int) -> TimmCall:
+    kwargs = {
+        "model_name": "resnet50",
+        "pretrained": False,
+        "pretrained_cfg": _pretrained_cfg(spec, num_classes, in_chans),
+        "layers": [round_repeats(n, spec.d) for n in RESNET50_LAYERS],
+        "channels": [round_filters(c, spec.w) for c in RESNET50_CHANNELS],
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "drop_rate": spec.dropout,
+        "drop_path_rate": spec.drop_path,
+    }
+    # timm's resnet50() lets these kwargs override its layers: "resnet50" rebuilds every scaled ResNet-50
+    return TimmCall(timm.__name__, "create_model", kwargs, "resnet50")
+
+
+def timm_call(spec: ScaleSpec, num_classes: int = 1000, in_chans: int = 3) -> TimmCall:
+    """The timm call that builds the network for ``spec`` (what :func:`build_model` runs and export writes)."""
+    if spec.base not in _BUILDERS:
+        raise PipelineError(f"no builder for base network {spec.base!r}; choose one of {', '.join(_BUILDERS)}")
+    if num_classes < 1 or in_chans < 1:
+        raise PipelineError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
+    return _BUILDERS[spec.base](spec, num_classes, in_chans)
 
 
 def build_model(spec: ScaleSpec, num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
@@ -110,8 +155,4 @@ def build_model(spec: ScaleSpec, num_classes: int = 1000, in_chans: int = 3) -> 
     The input resolution (spec.r) is not part of the network; it is recorded in the model's timm
     ``pretrained_cfg["input_size"]``. Dropout and drop-path come from the spec.
     """
-    if spec.base not in _BUILDERS:
-        raise PipelineError(f"no builder for base network {spec.base!r}; choose one of {', '.join(_BUILDERS)}")
-    if num_classes < 1 or in_chans < 1:
-        raise PipelineError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
-    return _BUILDERS[spec.base](spec, num_classes, in_chans)
+    return timm_call(spec, num_classes, in_chans).build()

@@ -121,7 +121,7 @@ def check_batches(datamodule: Any, world_size: int, subcommand: str) -> None:
     Every rank's loader is built here, on the one process that exists before any process group, with
     the world size the Trainer will have; the data module raises the PipelineError that says which.
     """
-    roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(subcommand, ())
+    roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(subcommand, ())
     for role in roles:
         if datamodule.splits[role] is None:
             continue

@@ -42,6 +42,7 @@ from pipeline.training.checks import (
     check_monitor,
     check_recipe,
 )
+from pipeline.training.finetune import check_source
 from pipeline.training.guards import NonFiniteError, NonFiniteGuard
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
@@ -151,7 +152,24 @@ class PipelineCLI(LightningCLI):
             check_sync_batchnorm(config.trainer.sync_batchnorm, config.trainer.accelerator)
         self.directory = run_dir(self.options, self.spec)
         self.check_config(config)
+        if not config.get("ckpt_path"):  # a resumed / evaluated checkpoint restores every weight itself
+            check_source(config.model)
         config.trainer.default_root_dir = str(self.directory)
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a run given ``ckpt_path`` never reads its ``model.init_from`` source.
+
+        The checkpoint restores every weight, and the source may be gone by then; ``init_from`` stays in the
+        config (and config.yaml), so a resumed transfer run is the same run as the one that started.
+        """
+        model = self.config[self.subcommand].model
+        given = model.get("init_from")
+        if self.config[self.subcommand].get("ckpt_path"):
+            model.init_from = None
+        try:
+            super().instantiate_classes()
+        finally:
+            model.init_from = given
 
     def check_config(self, config: Any) -> None:
         """The checks of :mod:`pipeline.training.checks` and, for fit, that the run directory is this run's."""
@@ -185,8 +203,9 @@ class PipelineCLI(LightningCLI):
         except (MisconfigurationException, ValueError) as err:
             raise PipelineError(_one_line(err)) from None
         check_batches(self.datamodule, trainer.world_size, self.subcommand)
-        run_id = wandb_run_id(self.directory, create=rank_zero_only.rank == 0)
-        trainer.loggers = build_loggers(self.directory, name, group, self.options.project, run_id)
+        if self.subcommand != "predict":  # predict writes a file and logs nothing: no second W&B run
+            run_id = wandb_run_id(self.directory, create=rank_zero_only.rank == 0)
+            trainer.loggers = build_loggers(self.directory, name, group, self.options.project, run_id)
         if self.held_logs is not None:
             self.held_logs.release()
         return trainer

@@ -19,6 +19,7 @@ from pipeline.scaling import ScaleSpec
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
 from pipeline.scaling.spec import resolve_spec
+from pipeline.training.finetune import backbone_eval, freeze_backbone, initial_weights, load_backbone
 from pipeline.training.recipe import (
     Recipe,
     build_ema,
@@ -45,6 +46,7 @@ class ScaledClassifier(pl.LightningModule):
     The scaling arguments are exactly ``resolve_spec``'s (one of ``variant``, ``phi``, or ``strategy`` +
     ``scale``); ``recipe`` holds the optimisation (EfficientNet's by default). ``channels_last`` and
     ``compile`` are GPU speed switches. Batches are ``(images, labels, skipped)``.
+    ``init_from`` / ``init_ema`` / ``linear_probe``: transfer learning (see :mod:`pipeline.training.finetune`).
     """
 
     def __init__(
@@ -67,6 +69,9 @@ class ScaledClassifier(pl.LightningModule):
         recipe: Recipe | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
+        init_ema: bool = True,
+        linear_probe: bool = False,
     ) -> None:
         super().__init__()
         # the loggers get the resolved config from RunSummary instead: these raw init args would
@@ -80,6 +85,12 @@ class ScaledClassifier(pl.LightningModule):
         self.recipe = recipe or Recipe()
         self.recipe.check()
         self.model = build_model(self.spec, num_classes=num_classes, in_chans=in_chans)
+        # before the EMA copy and the optimizer exist; a resumed run gets init_from=None from the CLI
+        if init_from is not None:
+            load_backbone(self.model, initial_weights(init_from, init_ema, self.spec, in_chans))
+        self.linear_probe = linear_probe
+        if linear_probe:
+            freeze_backbone(self.model)
         if self.recipe.bn_momentum is not None:
             set_bn_momentum(self.model, self.recipe.bn_momentum)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -101,6 +112,13 @@ class ScaledClassifier(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """Logits of the raw (non-EMA) network."""
         return self.model(images.contiguous(memory_format=self.memory_format))
+
+    def train(self, mode: bool = True) -> ScaledClassifier:
+        """Lightning's mode switch; a linear probe keeps its frozen backbone (BatchNorm statistics) in eval mode."""
+        super().train(mode)
+        if self.linear_probe:
+            backbone_eval(self.model)
+        return self
 
     def global_batch(self) -> int:
         """Images per optimizer update over all ranks: batch × devices × nodes × accumulation."""
@@ -200,6 +218,16 @@ class ScaledClassifier(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Top-1/top-5 of the raw and the EMA weights on the test split."""
         self._evaluate(batch, "test", self.test_acc, self.test_acc_ema)
+
+    def predict_step(self, batch: tuple[Any, ...], batch_idx: int) -> dict[str, Any]:
+        """Sample keys, labels and the top-5 classes of the raw (and, if kept, the EMA) weights."""
+        images, labels, _, keys = batch
+        k = min(5, self.hparams.num_classes)
+        out = {"key": list(keys), "label": labels.tolist(), "top5": self(images).topk(k).indices.tolist()}
+        if self.ema is not None:
+            logits = self.ema.module(images.contiguous(memory_format=self.memory_format))
+            out["top5_ema"] = logits.topk(k).indices.tolist()
+        return out
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the skipped-sample total across restarts (the EMA is a submodule: it is in the state_dict)."""

@@ -85,18 +85,28 @@ def write_imagenet(root: Path, per_class: int = 4, val_per_class: int = 2, flat_
     return val_labels
 
 
-def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10) -> Path:
-    """``cifar-100-python/{train,test,meta}`` pickles with the real keys (bytes, as Python 2 wrote them)."""
+Samples = dict[str, tuple[np.ndarray, np.ndarray]]  # split → (uint8 images N×H×W×3, int labels N)
+
+
+def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, samples: Samples | None = None) -> Path:
+    """``cifar-100-python/{train,test,meta}`` pickles with the real keys (bytes, as Python 2 wrote them).
+
+    The images are random with labels ``i % 100``, or ``samples``' 32×32×3 images and fine labels.
+    """
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
+    if samples is None:
+        samples = {split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 100)
+                   for split, n in (("train", n_train), ("test", n_test))}
+    for split, (images, labels) in samples.items():
+        n = len(labels)
         obj = {
             b"filenames": [f"img_{i}.png".encode() for i in range(n)],
             b"batch_label": f"{split} batch".encode(),
-            b"fine_labels": [i % 100 for i in range(n)],
-            b"coarse_labels": [i % 20 for i in range(n)],
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": [int(x) for x in labels],
+            b"coarse_labels": [int(x) % 20 for x in labels],
+            b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072),  # rows of R, G, B planes
         }
         (folder / split).write_bytes(pickle.dumps(obj))
     meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
@@ -105,16 +115,31 @@ def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10) -> Path:
     return folder
 
 
-def write_flowers(root: Path, n_images: int = 12, n_classes: int = 3) -> dict[str, list[int]]:
-    """``jpg/image_XXXXX.jpg`` + ``imagelabels.mat`` (1-based) + ``setid.mat``; returns the split → ids."""
+def write_flowers(root: Path, n_images: int = 12, n_classes: int = 3, samples: Samples | None = None
+                  ) -> dict[str, list[int]]:
+    """``jpg/image_XXXXX.jpg`` + ``imagelabels.mat`` (1-based) + ``setid.mat``; returns the split → ids.
+
+    One-colour images with labels ``i % n_classes``, or ``samples``' images and labels with the splits
+    ``train`` / ``val`` / ``test`` as ``trnid`` / ``valid`` / ``tstid``.
+    """
     from scipy.io import savemat
 
     (root / "jpg").mkdir(parents=True)
-    for i in range(1, n_images + 1):
-        (root / "jpg" / f"image_{i:05d}.jpg").write_bytes(jpeg_bytes((20 * i, 0, 0)))
-    labels = np.array([[(i % n_classes) + 1 for i in range(n_images)]], dtype=np.uint8)
+    if samples is None:
+        for i in range(1, n_images + 1):
+            (root / "jpg" / f"image_{i:05d}.jpg").write_bytes(jpeg_bytes((20 * i, 0, 0)))
+        labels = np.array([[(i % n_classes) + 1 for i in range(n_images)]], dtype=np.uint8)
+        ids = {"trnid": [1, 2, 3, 4, 5, 6], "valid": [7, 8, 9], "tstid": [10, 11, 12]}
+    else:
+        ids, all_labels = {}, []
+        for split, field in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
+            images, split_labels = samples[split]
+            ids[field] = list(range(len(all_labels) + 1, len(all_labels) + len(split_labels) + 1))
+            for i, image in zip(ids[field], images, strict=True):
+                Image.fromarray(image).save(root / "jpg" / f"image_{i:05d}.jpg", quality=95)
+            all_labels += [int(x) + 1 for x in split_labels]
+        labels = np.array([all_labels], dtype=np.uint8)
     savemat(root / "imagelabels.mat", {"labels": labels})
-    ids = {"trnid": [1, 2, 3, 4, 5, 6], "valid": [7, 8, 9], "tstid": [10, 11, 12]}
     savemat(root / "setid.mat", {k: np.array([v], dtype=np.uint16) for k, v in ids.items()})
     return ids
 

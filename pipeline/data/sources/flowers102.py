@@ -4,6 +4,10 @@
 ``setid.mat`` holds the 1-based image ids of ``trnid`` / ``valid`` / ``tstid`` (1,020 / 1,020 / 6,149
 in the real set). Labels are stored 0-based. The files name no classes, so class i is called by its
 1-based label in the files (``"1"`` … ``"102"``).
+
+A fourth split, ``trainval`` (trnid + valid, 2,040 images), is the standard transfer protocol's training set
+(Table 6 of the EfficientNet paper: 2,040 train / 6,149 test); it is written as its own split so the data
+module keeps one split per role.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 from pipeline.data.sources import Record, Source, require
 from pipeline.errors import PipelineError
 
-SPLITS = {"train": "trnid", "val": "valid", "test": "tstid"}
+SPLITS = {"train": ("trnid",), "val": ("valid",), "test": ("tstid",), "trainval": ("trnid", "valid")}
 
 
 class Flowers102(Source):
@@ -38,7 +42,8 @@ class Flowers102(Source):
 
         labels = loadmat(require(self.src / "imagelabels.mat", "imagelabels.mat"))["labels"].ravel().astype(int)
         setid = loadmat(require(self.src / "setid.mat", "setid.mat"))
-        return labels, {split: setid[field].ravel().astype(int) for split, field in SPLITS.items()}
+        ids = {name: np.concatenate([setid[f].ravel() for f in fields]).astype(int) for name, fields in SPLITS.items()}
+        return labels, ids
 
     @property
     def classes(self) -> list[str]:
@@ -48,7 +53,7 @@ class Flowers102(Source):
 
     @property
     def split_names(self) -> tuple[str, ...]:
-        """``train``, ``val``, ``test``."""
+        """``train``, ``val``, ``test`` and ``trainval`` (train + val)."""
         return tuple(SPLITS)
 
     def records(self, split: str) -> Iterator[Record]:

@@ -1,0 +1,73 @@
+"""``pipeline predict``: LightningCLI's predict over a shard split, written as JSON lines.
+
+    pipeline predict --config runs/<sweep>/<run>/config.yaml --ckpt_path runs/<sweep>/<run>/checkpoints/best.ckpt \
+        [--data.test_split val] [--out DIR]
+
+The split is ``data.test_split`` (any split of the manifest). Each line holds a sample's ``key``, ``label``,
+``top5`` (class indices, best first) and, for a model with an EMA, ``top5_ema``. The file
+``predictions-<split>.jsonl`` goes to ``--out`` or the run directory, written atomically by global rank 0
+after gathering every rank's rows, sorted by key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from pipeline.io import atomic_write_text
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Collect each predict batch's rows; at the epoch's end write them (all ranks) as one JSONL file.
+
+    Args:
+        out: output directory; None = the run directory (``trainer.default_root_dir``).
+    """
+
+    def __init__(self, out: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.out = out
+        self.rows: list[dict[str, Any]] = []
+        self.path: Path | None = None
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        """Turn one ``predict_step`` output (columns) into rows."""
+        columns = list(prediction)
+        self.rows += [dict(zip(columns, values, strict=True)) for values in zip(*prediction.values(), strict=True)]
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Gather the rows of every rank and write them on global rank 0."""
+        rows = self.rows
+        if dist.is_available() and dist.is_initialized():
+            parts: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(parts, rows)
+            rows = [row for part in parts for row in part]
+        split = trainer.datamodule.splits["test"]
+        self.path = Path(self.out or trainer.default_root_dir) / f"predictions-{split}.jsonl"
+        if trainer.is_global_zero:
+            rows.sort(key=lambda row: row["key"])
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
+            print(f"wrote {len(rows)} predictions to {self.path}")
+        self.rows = []
+
+
+def main(argv: list[str]) -> int:
+    """``pipeline predict [--out DIR] <LightningCLI predict options>``: the training CLI plus a PredictionWriter."""
+    from pipeline.training import cli
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--out", default=None)
+    known, rest = parser.parse_known_args(argv[1:])
+    writer = [f"--trainer.callbacks+={__name__}.{PredictionWriter.__name__}"]
+    if known.out:
+        writer.append(f"--trainer.callbacks.out={known.out}")
+    return cli.main(["predict", *rest, *writer])
