@@ -174,7 +174,7 @@ class PipelineCLI(LightningCLI):
     def check_config(self, config: Any) -> None:
         """The checks of :mod:`pipeline.training.checks` and, for fit, that the run directory is this run's."""
         check_loop(config.trainer, self.subcommand)
-        recipe = Recipe(**config.model.recipe)
+        recipe = Recipe(**(config.model.recipe or {}))  # None: the module's default Recipe()
         check_recipe(recipe)
         check_monitor(self.options.monitor, recipe)
         check_ckpt_path(config.ckpt_path, self.directory / CHECKPOINT_DIR)

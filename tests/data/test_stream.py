@@ -21,7 +21,7 @@ from pipeline.data.manifest import Shard, Split, manifest_dict
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
 from pipeline.data.stream import ShardLoader, eval_plan, role_batches, train_plan
-from pipeline.data.transforms import build_transform, decode_side
+from pipeline.data.transforms import build_transform, decode_side, eval_geometry
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_write_json
 from tests.data.helpers import TinySource, jpeg_bytes
@@ -327,7 +327,9 @@ def test_eval_crop_pct_follows_the_resolution_unless_set(tiny: Path, resolution:
     dm = ShardDataModule(str(tiny), resolution=resolution)
     assert round(dm.crop_pct, 3) == expected and dm.hparams["eval_crop_pct"] == dm.crop_pct
     transform = dm.stream("val").decode.transform
-    assert transform.transforms[0].size == math.floor(resolution / dm.crop_pct) == resolution + 32
+    assert transform.crop_pct == dm.crop_pct  # the eval transform in use: shorter side to res / crop_pct
+    assert eval_geometry((500, 375), resolution, transform.crop_pct)[1] == math.floor(resolution / dm.crop_pct) \
+        == resolution + 32
     assert ShardDataModule(str(tiny), resolution=resolution, crop_pct=1.0).crop_pct == 1.0
     with pytest.raises(PipelineError, match="crop_pct"):
         ShardDataModule(str(tiny), crop_pct=1.5)
