@@ -67,7 +67,7 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[Any, ...]  # (images float[B,3,H,W], labels long[B], skipped long[]) [+ keys list[str]]
+Batch = tuple[Any, ...]  # (images uint8[B,3,H,W], labels long[B], skipped long[]) [+ keys list[str]]
 Piece = tuple[int, int, int]  # (shard, first index, end index): samples first ≤ i < end of one shard
 _MAX_WARNINGS = 5  # per worker and epoch: the count is exact, the log stays short
 OPEN_SHARDS = 4  # shard ranges a train slot reads at once (mixing across shards; each is an open tar stream)
