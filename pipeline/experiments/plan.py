@@ -160,7 +160,9 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         raise PipelineError(f"sweep {name!r} has no runs: give at least one point")
     if not name or "/" in name or name in (".", ".."):
         raise PipelineError(f"sweep name must be a plain directory name (got {name!r})")
-    resolved = resolve_run(config, [*overrides, "--run.sweep", name])
+    # resolved as its first run: a transfer config names no network (its points, the source runs, do)
+    first = points[0].model
+    resolved = resolve_run(config, [*model_overrides(first), *overrides, "--run.sweep", name])
     model, data, trainer, run = (resolved.config[k] for k in ("model", "data", "trainer", "run"))
     shards = load_manifest(data["root"])
     splits = {split: data.get(f"{split}_split") for split in ("train", "val")}
@@ -171,7 +173,7 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
     if not isinstance(epochs, int) or epochs < 1:
         raise PipelineError(f"set trainer.max_epochs (got {epochs!r}): a sweep's cost and schedule need it")
     directory = Path(run["root"]) / name
-    common = {k: model[k] for k in SPEC_KEYS}
+    common = {k: model[k] for k in SPEC_KEYS if k not in first}  # the config's keys that no point sets
     specs = []
     for point in points:
         unknown = set(point.model) - set(SPEC_KEYS)
@@ -179,7 +181,7 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
             raise PipelineError(f"not a model spec key: {', '.join(sorted(unknown))}")
         specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
     names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
-    base_spec = resolve_spec(base=common["base"], phi=0, base_resolution=common["base_resolution"])
+    base_spec = resolve_spec(base=model["base"], phi=0, base_resolution=model["base_resolution"])
     (base,) = measure_specs([base_spec], shards.num_classes)
     models = []
     for i, point in enumerate(points):

@@ -89,8 +89,9 @@ def test_transfer_plan_fine_tunes_each_finished_source_run(digits: Path, tmp_pat
                                                                           "base_resolution": 32, **model}}))
         write_result(source / name, {**dict.fromkeys(RESULT_KEYS), "run_name": name, "top1": 0.9})
     (source / "unfinished").mkdir()
+    transfer_config = str(REPO / "configs" / "transfer" / "cifar100.yaml")  # names no network: the sources do
     args = sweep.build_parser().parse_args(["transfer", "--from", str(source), "--dataset", "cifar100",
-                                            "--config", CONFIG, "--data-root", str(digits)])
+                                            "--config", transfer_config, "--data-root", str(digits)])
     plan = sweep.make_plan(args, ["--run.root", str(tmp_path / "runs")])
     assert plan.name == "transfer-cifar100-src"
     assert [r.name for r in plan.runs] == ["compound-phi1-cifar100", "dWr-s2.1-cifar100"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.training.test_demo_wandb import read_wandb_run
+from tests.training.test_finetune import ONE_PROCESS, TINY_SCHEDULE
+from tests.training.transfer_data import write_digits_as_cifar100
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "experiment" / "digits.yaml")
@@ -33,27 +36,46 @@ def read_events(run_file: Path) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-@pytest.mark.slow
-def test_killed_sweep_reruns_only_the_missing_runs_then_reports(digits: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+
+
+def kill_when(command: list[str], cwd: Path, ready: Path) -> str:
+    """Start ``command`` in its own session, SIGKILL all of it (as a node loss would) once ``ready`` exists;
+    return what it printed."""
+    proc = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 400
+    while not ready.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):  # all of it may have exited (a failure: shown below)
+        os.killpg(proc.pid, signal.SIGKILL)
+    output = proc.communicate()[0]
+    assert ready.is_file(), output[-2000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def rerun(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, str]:
+    """The 3-run sweep killed once its first run finished, then run again: (runs root, the first run's
+    result.json before the re-run, the re-run's output)."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     root = tmp_path / "runs"
     first = root / "k" / "compound-phi0" / "result.json"
-    proc = subprocess.Popen(sweep_command(digits, root), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 400
-    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running `pipeline fit`, as a node loss would
-    killed_output = proc.communicate()[0]
-    assert first.is_file(), killed_output[-2000:]
+    kill_when(sweep_command(digits, root), tmp_path, first)  # the sweep and its running `pipeline fit`
     done_before = first.read_bytes()
     assert not (root / "k" / "compound-phi2" / "result.json").exists()
-
-    again = subprocess.run(sweep_command(digits, root), cwd=tmp_path, env=env, capture_output=True, text=True,
+    again = subprocess.run(sweep_command(digits, root), cwd=tmp_path, env=ENV, capture_output=True, text=True,
                            timeout=900)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "[1/3] compound-phi0: already done" in again.stdout
-    trained = [line for line in again.stdout.splitlines() if ": training" in line or ": resuming" in line]
+    return root, done_before, again.stdout
+
+
+@pytest.mark.slow
+def test_killed_sweep_reruns_only_the_missing_runs_then_reports(rerun: tuple[Path, bytes, str], digits: Path) -> None:
+    root, done_before, stdout = rerun
+    first = root / "k" / "compound-phi0" / "result.json"
+    assert "[1/3] compound-phi0: already done" in stdout
+    trained = [line for line in stdout.splitlines() if ": training" in line or ": resuming" in line]
     assert [line.split()[1] for line in trained] == ["compound-phi1:", "compound-phi2:"]
     assert first.read_bytes() == done_before  # the finished run was not trained again
     records = [json.loads((root / "k" / f"compound-phi{i}" / "result.json").read_text()) for i in range(3)]
@@ -71,7 +93,7 @@ def test_killed_sweep_reruns_only_the_missing_runs_then_reports(digits: Path, tm
     assert run["config"]["cli"]["model"]["phi"] == 1 and run["config"]["cli"]["trainer"]["max_epochs"] == 1
     assert run["summary"]["top1"] == pytest.approx(records[1]["top1"])
 
-    report = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", str(root / "k")], cwd=tmp_path, env=env,
+    report = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", str(root / "k")], cwd=root.parent, env=ENV,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     out = root / "k" / "report"
@@ -93,3 +115,56 @@ def test_killed_sweep_reruns_only_the_missing_runs_then_reports(digits: Path, tm
     table = json.loads(table_file.read_text())
     column = table["columns"].index("top1")
     assert [(row[0], row[column]) for row in table["data"]] == [(r["run_name"], r["top1"]) for r in records]
+
+
+@pytest.mark.slow
+def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[Path, bytes, str], tmp_path: Path
+                                                                   ) -> None:
+    """``pipeline sweep transfer --from`` the finished φ = 0..2 sweep onto digits written as CIFAR-100 pickles:
+    killed mid-run, the re-run resumes that run from last.ckpt (its stored config keeps model.init_from), a
+    third run trains nothing, and the report puts transfer top-1 beside each source's top-1."""
+    root = rerun[0]
+    write_digits_as_cifar100(tmp_path / "src")
+    shards = subprocess.run([sys.executable, "-m", "pipeline.cli", "shards", "cifar100", "--src", str(tmp_path / "src"),
+                             "--out", str(tmp_path / "c100")], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert shards.returncode == 0, shards.stderr[-2000:]
+    command = [sys.executable, "-m", "pipeline.cli", "sweep", "transfer", "--from", str(root / "k"), "--dataset",
+               "cifar100", "--config", str(REPO / "configs" / "transfer" / "cifar100.yaml"), "--data-root",
+               str(tmp_path / "c100"), "--", "--run.root", str(root), *ONE_PROCESS, *TINY_SCHEDULE]
+    sweep_dir = root / "transfer-cifar100-k"
+    names = [f"compound-phi{i}-cifar100" for i in range(3)]
+    # killed once the first fine-tune saved its first epoch (last.ckpt), before it finished
+    kill_when(command, tmp_path, sweep_dir / names[0] / "checkpoints" / "last.ckpt")
+    assert not (sweep_dir / names[0] / "result.json").exists()
+
+    again = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"[1/3] {names[0]}: resuming from last.ckpt" in again.stdout
+    log = (sweep_dir / "logs" / f"{names[0]}.log").read_text()
+    assert "Restored all states from the checkpoint" in log
+    sources = [json.loads((root / "k" / f"compound-phi{i}" / "result.json").read_text()) for i in range(3)]
+    records = [json.loads((sweep_dir / name / "result.json").read_text()) for name in names]
+    assert [(r["source_run"], r["dataset"], r["phi"]) for r in records] == [
+        (f"compound-phi{i}", "cifar100", i) for i in range(3)]
+    assert [r["resolution"] for r in records] == [s["resolution"] for s in sources] == [32, 36, 44]
+    assert all(r["params"] > s["params"] for r, s in zip(records, sources, strict=True))  # a 100-class head
+    assert all(r["global_step"] == 2 * (1437 // 32) for r in records)  # the resumed run too: 2 whole epochs
+    # chance: 10 % (measured 90 %, 88 %, 79 % from sources at 6 %, 14 %, 14 % after their 2 batches)
+    assert all(r["top1"] > 0.5 for r in records), [r["top1"] for r in records]
+
+    third = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert [f"[{i}/3] {n}: already done (result.json)" in third.stdout for i, n in enumerate(names, 1)] == [True] * 3
+
+    report = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", str(sweep_dir), "--no-wandb"],
+                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    md = (sweep_dir / "report" / "report.md").read_text()
+    transfer = md[md.index("## Transfer"):]
+    rows = [line for line in transfer.splitlines() if line.startswith("| cifar100 |")]
+    for row, r, s in zip(rows, records, sources, strict=True):
+        half = 100 * 1.959964 * (r["top1"] * (1 - r["top1"]) / 360) ** 0.5
+        assert row == (f"| cifar100 | {s['run_name']} | {r['flops'] / 1e6:.1f} | {100 * r['top1']:.1f} ± {half:.1f} "
+                       f"| {100 * s['top1']:.1f} |")
+    assert (sweep_dir / "report" / "transfer.png").is_file() and "transfer.png" in transfer
+    print(f"\n{transfer}")

@@ -146,6 +146,9 @@ class SlurmCluster:
         (r / "state").mkdir(exist_ok=True)
         lines = [
             "ClusterName=pipetest",
+            # Lightning's MASTER_PORT is 15000 + the job id's last 4 digits: a second session's cluster on this
+            # host numbers its jobs from elsewhere, else both clusters' job 2 listen on port 15002 (EADDRINUSE)
+            f"FirstJobId={100 * (os.getpid() % 90 + 10)}",
             f"SlurmctldHost={host}",
             f"SlurmctldPort={ctld_port}",
             "SlurmUser=root",

@@ -3,7 +3,8 @@
 (a) train.sbatch trains the demo config on 2 nodes × 1 task (DDP over gloo across the nodes);
 (b) a USR1 mid-epoch checkpoints, requeues and resumes to the same step count and W&B run (twice);
 plain scancel checkpoints and does not requeue;
-(c) a 3-entry manifest runs as a throttled job array, and re-submitting it finds nothing to do;
+(c) a 3-run ``pipeline sweep scale --submit slurm`` runs as a throttled job array, re-submitting it finds
+nothing to do, and ``pipeline report`` on the sweep lists the 3 runs with their numbers;
 (d) mismatched or impossible requests are refused before sbatch, or at the top of the job;
 (e) a USR1 while the job starts (the launcher checking, then the tasks importing) requeues it, and the
 run then completes.
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster.manifest import RunEntry, write_manifest
 from pipeline.training.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -160,12 +160,17 @@ def test_scancel_checkpoints_without_requeue(slurm_cluster, shards: Path, tmp_pa
     assert "requeued" not in text and not (run_dir / "result.json").exists()
 
 
-def test_c_manifest_runs_as_throttled_array(slurm_cluster, shards: Path, tmp_path: Path) -> None:
-    runs = [RunEntry(DEMO, f"runs/phis/phi{phi}", ["--model.phi", str(phi)]) for phi in (0, 1, 2)]
-    manifest = write_manifest(tmp_path / "runs" / "phis" / "manifest.json", runs)
-    overrides = [*small(shards), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
-    submit = ("pipeline", "submit", "--manifest", str(manifest), "--max-parallel", "2", "--cpus-per-task", "1")
-    job = slurm_cluster.run(*submit, "--", *overrides, cwd=tmp_path).stdout.strip()
+def test_c_sweep_runs_as_throttled_array_then_reports(slurm_cluster, shards: Path, tmp_path: Path) -> None:
+    """``pipeline sweep scale … --submit slurm``: 3 runs (compound φ = 0, 1 and dWr at s = 2, flops-matched) as
+    one job array of at most 2 at once; re-submitting finds nothing to do; ``pipeline report`` on the sweep."""
+    root = tmp_path / "runs"
+    sweep = ("pipeline", "sweep", "scale", "--config", DEMO, "--name", "arr", "--phi", "0,1", "--strategy", "dWr",
+             "--scale", "2", "--submit", "slurm", "--max-parallel", "2", "--slurm-arg=--cpus-per-task=1",
+             "--", *small(shards), "--run.root", str(root), "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "3")
+    submitted = slurm_cluster.run(*sweep, cwd=tmp_path)
+    job = submitted.stdout.strip().splitlines()[-1]  # after the plan table: pipeline submit's job id
+    assert job.isdigit(), submitted.stdout
     assert "ArrayTaskThrottle=2" in slurm_cluster.run("scontrol", "show", "job", job).stdout
     deadline = time.monotonic() + 400
     while slurm_cluster.run("squeue", "-h", "-j", job, check=False).stdout.strip():
@@ -173,12 +178,30 @@ def test_c_manifest_runs_as_throttled_array(slurm_cluster, shards: Path, tmp_pat
         time.sleep(1)
     states = re.findall(r"JobState=(\w+)", slurm_cluster.run("scontrol", "show", "job", job).stdout)
     assert states == ["COMPLETED"] * 3, states
-    results = [json.loads((tmp_path / run.run_dir / "result.json").read_text()) for run in runs]
-    assert [r["phi"] for r in results] == [0, 1, 2]
-    assert results[0]["params"] < results[1]["params"] < results[2]["params"]
+    names = ["compound-phi0", "compound-phi1", "dWr-s2"]
+    results = [json.loads((root / "arr" / name / "result.json").read_text()) for name in names]
+    assert [r["run_name"] for r in results] == names and [r["phi"] for r in results] == [0, 1, None]
+    assert results[2]["strategy"] == "dWr" and results[0]["flops"] < results[2]["flops"] < results[1]["flops"]
+    assert all(r["global_step"] == 3 and r["sweep"] == "arr" for r in results)
 
-    again = slurm_cluster.run(*submit, "--", *overrides, cwd=tmp_path)
-    assert again.stdout == "" and "nothing to submit" in again.stderr
+    again = slurm_cluster.run(*sweep, cwd=tmp_path)
+    assert "nothing to submit" in again.stderr and not again.stdout.strip().splitlines()[-1].isdigit()
+    states = {line.split()[0]: line.split()[-1] for line in again.stdout.splitlines() if line.strip()}
+    assert [states.get(name) for name in names] == ["done"] * 3  # the plan table's state column
+
+    report = slurm_cluster.run("pipeline", "report", str(root / "arr"), "--no-wandb", cwd=tmp_path)
+    out = root / "arr" / "report"
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert str(out / "report.md") in report.stdout
+    rows = [line for line in md.splitlines() if line.startswith("| arr | ")]
+    assert [row.split(" | ")[1] for row in rows] == names, md
+    for row, r in zip(rows, results, strict=True):  # every number from the run's own result record
+        half = 100 * 1.959964 * (r["top1"] * (1 - r["top1"]) / 180) ** 0.5
+        assert f"| {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} |" in row
+        assert f"| {100 * r['top1']:.1f} ± {half:.1f} |" in row and f"{100 * r['top1']:.1f} ± {half:.1f}" in html
+    assert sorted(p.name for p in out.glob("*.png")) == ["accuracy.png", "runtime.png"]
+    assert html.count("data:image/png;base64,") == 2
+    print(f"\n{md}")  # the report's tables in the test log (pytest -s)
 
 
 def test_d_bad_requests_are_refused(slurm_cluster, shards: Path, tmp_path: Path) -> None:
