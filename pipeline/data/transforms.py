@@ -97,7 +97,8 @@ def load_rgb(img: Image.Image, box: Box, out: tuple[int, int]) -> tuple[Image.Im
     left, top, bw, bh = box
     if img.format == "JPEG":
         img.draft("RGB", (math.ceil(w * out[0] / max(bw, 1e-9)), math.ceil(h * out[1] / max(bh, 1e-9))))
-    rgb = img.convert("RGB")  # also grayscale / palette / CMYK → RGB
+    img.load()
+    rgb = img if img.mode == "RGB" else img.convert("RGB")  # grayscale / palette / CMYK → RGB (RGB: no copy)
     sx, sy = rgb.width / w, rgb.height / h
     return rgb, (left * sx, top * sy, bw * sx, bh * sy)
 
@@ -111,8 +112,9 @@ def crop_resize(img: Image.Image, box: Box, out: tuple[int, int], mode: str) -> 
     # torch resizes whole pixels: round the box (exact without a DCT reduction, ≤ ½ px of it otherwise)
     x0, y0 = round(left), round(top)
     x1, y1 = max(round(left + bw), x0 + 1), max(round(top + bh), y0 + 1)
-    hwc = torch.from_numpy(np.array(img))  # HWC uint8 (a writable copy: torch refuses read-only buffers)
-    crop = hwc[y0:y1, x0:x1].permute(2, 0, 1).unsqueeze(0)  # channels-last strides: the fast uint8 kernel
+    # only the box's pixels become an HWC uint8 array (a writable copy: torch refuses read-only buffers)
+    hwc = torch.from_numpy(np.array(img.crop((x0, y0, x1, y1))))
+    crop = hwc.permute(2, 0, 1).unsqueeze(0)  # channels-last strides: the fast uint8 kernel
     return F.interpolate(crop, size=(out[1], out[0]), mode=mode, antialias=True)[0].contiguous()
 
 
