@@ -9,6 +9,7 @@ plain values; ``Recipe`` is registered as a safe global), so every load is ``wei
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.checkpoint_io import CheckpointIO
 
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_write
 
 
@@ -23,6 +25,31 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     """Load a Lightning checkpoint with ``torch.load(weights_only=True)``."""
     with open(path, "rb") as f:
         return torch.load(f, map_location=map_location, weights_only=True)
+
+
+def _unpickling_reason(err: pickle.UnpicklingError) -> str:
+    # torch's message wraps the reason ("WeightsUnpickler error: Unsupported global: GLOBAL x.Y was not …",
+    # "… Trying to load unsupported GLOBAL posix.system …") in advice to retry with weights_only=False, which
+    # is exactly what must not be done: keep the reason only
+    text = str(err)
+    lines = [line.strip() for line in text.rpartition("WeightsUnpickler error:")[2].splitlines() if line.strip()]
+    advice = ("Weights only load failed", "(", "Please file", "Check the documentation")
+    reason = next((line for line in lines if not line.startswith(advice)), type(err).__name__)
+    return reason.split(". Please use")[0].rstrip(".")
+
+
+def read_checkpoint_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``; pickled code, foreign objects or an unreadable file are a
+    one-line PipelineError (``mmap=True``: checks a large checkpoint for the cost of its pickle header)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        raise PipelineError(
+            f"checkpoint {path} is refused by weights_only loading ({_unpickling_reason(err)}): "
+            "only checkpoints of tensors and plain values load, never pickled code or objects") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PipelineError(f"checkpoint {path} cannot be read: {reason}") from None
 
 
 class AtomicCheckpointIO(CheckpointIO):

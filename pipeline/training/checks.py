@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import difflib
 import logging
-import pickle
-import re
 import warnings
 from logging.handlers import BufferingHandler
 from pathlib import Path
 from typing import Any
 
-import torch
 from timm.optim import list_optimizers
 from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.training.callbacks import BEST_KEYS
+from pipeline.training.checkpoint import read_checkpoint_safely
 from pipeline.training.recipe import Recipe, build_optimizer, build_scheduler
 
 
@@ -90,15 +88,7 @@ def check_checkpoint(path: Path) -> None:
     """
     if not path.is_file():
         raise PipelineError(f"checkpoint {path} does not exist (ckpt_path must be a file, or `last` to resume)")
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f"it holds pickled code ({found.group(1)})" if found else "it holds objects other than tensors"
-        raise PipelineError(f"checkpoint {path} refused: {what}; only weights_only=True checkpoints load") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"checkpoint {path} cannot be read: {reason}") from None
+    read_checkpoint_safely(path, mmap=True)
 
 
 def check_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> None:

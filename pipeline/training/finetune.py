@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import read_checkpoint_safely
 from pipeline.training.rundir import CHECKPOINT_DIR
 
 TIMM_PREFIX = "timm:"
@@ -43,14 +42,6 @@ MODEL_PREFIX, EMA_PREFIX = "model.", "ema.module."
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _unpickling_reason(err: pickle.UnpicklingError) -> str:
-    # torch's message wraps the reason (e.g. "Trying to load unsupported GLOBAL posix.system …") in advice to
-    # retry with weights_only=False, which is exactly what must not be done: keep the reason only
-    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return next((line for line in lines if not line.startswith(boilerplate)), type(err).__name__)
 
 
 def checkpoint_path(source: str | Path) -> Path:
@@ -68,13 +59,7 @@ def checkpoint_path(source: str | Path) -> Path:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint loaded with ``weights_only=True``; pickled code or foreign objects are a PipelineError."""
-    try:
-        checkpoint = load_checkpoint(path)
-    except pickle.UnpicklingError as err:
-        raise PipelineError(f"{path} is refused by weights_only loading ({_unpickling_reason(err)}): only "
-                            "checkpoints of tensors and plain values load, never pickled code or objects") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise PipelineError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    checkpoint = read_checkpoint_safely(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise PipelineError(f"{path} is not a checkpoint of this pipeline (no state_dict / hyper_parameters)")
     return checkpoint

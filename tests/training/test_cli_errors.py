@@ -76,7 +76,7 @@ def test_bad_configs_are_one_line_errors(
 
 @pytest.mark.parametrize(("content", "message"), [
     (lambda path: torch.save({"state_dict": {}, "obj": Unlisted()}, path),
-     "refused: it holds pickled code (tests.training.test_cli_errors.Unlisted); only weights_only=True"),
+     "is refused by weights_only loading (Unsupported global: GLOBAL tests.training.test_cli_errors.Unlisted"),
     (lambda path: path.write_bytes(b"PK\x03\x04 truncated"), "cannot be read: PytorchStreamReader failed"),
 ])
 def test_unsafe_or_broken_checkpoints_are_one_line_errors(
