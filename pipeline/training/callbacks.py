@@ -11,10 +11,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
-from pipeline.training.loggers import configure_wandb_run, run_tags
+from pipeline.training.loggers import BEST_KEYS, configure_wandb_run, run_tags
 from pipeline.training.module import ScaledClassifier
-
-BEST_KEYS = ("val/top1", "val/top5", "val/top1_ema", "val/top5_ema")
 
 
 def resolved_config(trainer: pl.Trainer) -> dict[str, Any] | None:

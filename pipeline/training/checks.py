@@ -20,8 +20,8 @@ from timm.optim import list_optimizers
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.training.callbacks import BEST_KEYS
 from pipeline.training.checkpoint import read_checkpoint_safely
+from pipeline.training.loggers import BEST_KEYS
 from pipeline.training.recipe import Recipe, build_optimizer, build_scheduler
 
 

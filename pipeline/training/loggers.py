@@ -41,8 +41,9 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-# Accuracies whose W&B summary is their best value while the run trains (not the last epoch's).
-BEST_METRICS = ("val/top1", "val/top5", "val/top1_ema", "val/top5_ema")
+# The accuracies a run keeps the best of: RunSummary's bests (result.json), best.ckpt's possible monitors,
+# and the W&B summaries shown as their best value while the run trains (not the last epoch's).
+BEST_KEYS = ("val/top1", "val/top5", "val/top1_ema", "val/top5_ema")
 
 
 def run_tags(spec: dict[str, Any], dataset: str, sweep: str) -> list[str]:
@@ -58,7 +59,7 @@ def configure_wandb_run(run: Any, tags: list[str], resolved: dict[str, Any] | No
     The resolved config (what ``config.yaml`` holds: every key of ``pipeline fit``) goes under ``cli``,
     beside the flat spec / complexity keys the run config already has.
     """
-    for key in BEST_METRICS:
+    for key in BEST_KEYS:
         run.define_metric(key, summary="max")
     run.tags = tuple(dict.fromkeys([*run.tags, *tags]))
     if resolved is not None:
