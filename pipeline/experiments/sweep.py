@@ -31,11 +31,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from pipeline.cluster.launch import run_dir_overrides
 from pipeline.cluster.manifest import RunEntry, read_manifest, write_manifest
-from pipeline.errors import PipelineError
+from pipeline.errors import OneLineParser, PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plan import MANIFEST_FILE, SWEEP_FILE, Point, SweepPlan, check_finite, cost_lines, plan_sweep
 from pipeline.experiments.results import read_result
@@ -47,13 +47,6 @@ from pipeline.scaling.spec import SPEC_KEYS
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "configs/experiment/digits.yaml"
 TRANSFER_DATASETS = ("cifar100", "flowers102")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage mistakes become one-line PipelineErrors (exit 2, nothing written)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise PipelineError(f"{message} (see {self.prog} --help)")
 
 
 def _numbers(text: str) -> list[float]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from pipeline.errors import PipelineError
+from pipeline.errors import OneLineParser, PipelineError
 from pipeline.scaling import BASES, STRATEGIES, VARIANTS, ScaleSpec, resolve_spec
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
@@ -34,13 +34,6 @@ Growth columns (×) are relative to the base net (d = w = r = 1) at the base res
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake becomes a one-line PipelineError instead of usage text + exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise PipelineError(f"{message} (see {self.prog} --help)")
-
-
 def number_list(text: str) -> list[float]:
     """Parse ``0..7`` (integers, inclusive), ``0,1,2`` or ``3`` into a list of finite numbers."""
     try:
@@ -58,7 +51,7 @@ def number_list(text: str) -> list[float]:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``pipeline complexity``."""
-    p = _Parser(
+    p = OneLineParser(
         prog="pipeline complexity",
         description="Print flops, params and activations of scaled networks, and their growth over the base.",
         epilog=EXAMPLES,

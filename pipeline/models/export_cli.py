@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.models.complexity_cli import _Parser
+from pipeline.errors import OneLineParser
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line of ``pipeline export``."""
-    p = _Parser(prog="pipeline export", description=(
+    p = OneLineParser(prog="pipeline export", description=(
         "Write a run's network as model.safetensors + config.json (timm's hub format plus the timm generator "
         "call), loadable with timm alone; see pipeline/models/export.py for the loading snippet."))
     p.add_argument("source", help="a run directory (its checkpoints/best.ckpt) or a .ckpt file")
