@@ -6,7 +6,7 @@ Train: RandomResizedCrop + horizontal flip + optional AutoAugment / RandAugment 
 pretrained weights expect. :func:`build_transform` is timm's ``create_transform`` itself (PIL in, float
 tensor out): the reference the fast path is measured and tested against.
 
-:func:`build_decoder` gives the same augmentation from encoded bytes to a **uint8** ``[3, H, W]`` tensor, as
+:func:`fast_transform` gives the same augmentation from encoded bytes to a **uint8** ``[3, H, W]`` tensor, as
 timm's prefetcher path does (``create_transform(use_prefetcher=True)``): :func:`normalize_images` turns the
 collated batch into normalised floats on the device. Per sample it
 
