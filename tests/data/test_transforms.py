@@ -32,6 +32,13 @@ def photo_jpeg(size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
+def grey_jpeg() -> bytes:
+    """A greyscale (one-component) JPEG of one of scikit-learn's photos."""
+    buf = io.BytesIO()
+    Image.fromarray(load_sample_images().images[1]).convert("L").resize((320, 240)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
 def timm_uint8(data: bytes, resolution: int, train: bool) -> torch.Tensor:
     """timm's own transform (prefetcher mode: uint8 CHW) on the fully decoded image."""
     t = create_transform(resolution, is_training=train, color_jitter=0.4, interpolation="bicubic", use_prefetcher=True)
@@ -68,24 +75,37 @@ def test_train_draws_the_same_augmentation_as_timm() -> None:
 
 def test_fused_colour_jitter_is_torchvisions() -> None:
     jitter = ColorJitter(0.4, 0.4, 0.4)
-    x = torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)
-    for seed in range(50):
-        torch.manual_seed(seed)
-        expected = jitter(x)
-        torch.manual_seed(seed)
-        assert torch.equal(Uint8ColorJitter(jitter)(x), expected)
+    noise = torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)
+    photo = torch.tensor(load_sample_images().images[0][100:324, 200:424]).permute(2, 0, 1).contiguous()
+    for x in (noise, photo):
+        for seed in range(100):
+            torch.manual_seed(seed)
+            expected = jitter(x)
+            torch.manual_seed(seed)
+            assert torch.equal(Uint8ColorJitter(jitter)(x), expected)
 
 
 def test_dct_scale_from_the_crop_box() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (1024, 800), (1, 2, 3)).save(buf, format="JPEG")
-    img, box = load_rgb(Image.open(io.BytesIO(buf.getvalue())), (0, 0, 256, 200), (32, 25))
+    img, box = load_rgb(Image.open(io.BytesIO(buf.getvalue())), buf.getvalue(), (0, 0, 256, 200), (32, 25))
     assert img.size == (128, 100) and box == (0, 0, 32, 25)  # 1/8: the box is exactly the output size
-    img, _ = load_rgb(Image.open(io.BytesIO(buf.getvalue())), (0, 0, 256, 200), (33, 25))
+    img, _ = load_rgb(Image.open(io.BytesIO(buf.getvalue())), buf.getvalue(), (0, 0, 256, 200), (33, 25))
     assert img.size == (256, 200)  # 1/8 would leave 32 < 33 columns: 1/4
-    img, _ = load_rgb(Image.open(io.BytesIO(buf.getvalue())), (0, 0, 1024, 800), (600, 600))
-    assert img.size == (1024, 800)
-    assert load_rgb(Image.open(io.BytesIO(png_bytes(7))), (0, 0, 8, 8), (4, 4))[0].mode == "RGB"  # grey PNG
+    img, _ = load_rgb(Image.open(io.BytesIO(buf.getvalue())), buf.getvalue(), (0, 0, 1024, 800), (600, 600))
+    assert img.shape == (800, 1024, 3)  # no reduction fits: torchvision's decode, an HWC tensor
+    grey_png = png_bytes(7)
+    assert load_rgb(Image.open(io.BytesIO(grey_png)), grey_png, (0, 0, 8, 8), (4, 4))[0].mode == "RGB"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_full_scale_jpeg_decodes_to_pils_pixels(mode: str) -> None:
+    """torchvision decodes RGB JPEGs no DCT scale fits (PIL the others): the same pixels as PIL's decode."""
+    data = photo_jpeg((320, 240)) if mode == "RGB" else grey_jpeg()
+    img, box = load_rgb(Image.open(io.BytesIO(data)), data, (10.5, 20.0, 200.0, 150.0), (224, 224))
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert isinstance(img, torch.Tensor) == (mode == "RGB") and box == (10.5, 20.0, 200.0, 150.0)
+    assert np.array_equal(np.asarray(img), expected)
 
 
 def test_normalize_on_device_equals_timms_float_transform() -> None:
