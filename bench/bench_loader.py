@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from bench.inputs import make_imagenet_tree, write_bench_shards
 from pipeline.data.datamodule import ShardDataModule
+from pipeline.data.sharding import JPEG_QUALITY
 from pipeline.data.transforms import build_transform, normalize_images
 
 
@@ -229,8 +230,8 @@ def rss_row(tree: Path, work: Path, s: Settings) -> Row:
             if not (big_tree / "val" / src.parent.name / src.name).exists():
                 os.link(src, big_tree / "val" / src.parent.name / src.name)
         (big_tree / ".complete").write_text("")
-    small_shards = write_bench_shards(tree, work / "shards-full", None)
-    big_shards = write_bench_shards(big_tree, work / f"shards-x{s.rss_factor}", None)
+    small_shards = write_bench_shards(tree, work, "full", None)
+    big_shards = write_bench_shards(big_tree, work, f"x{s.rss_factor}", None)
     peaks = []
     for shards, count in ((small_shards, s.train), (big_shards, s.train * s.rss_factor)):
         out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(shards), str(s.batch), str(count)],
@@ -316,13 +317,14 @@ def run(s: Settings, work: Path, results: Path) -> list[Row]:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tree = make_imagenet_tree(work / "tree", train=s.train, val=s.val)
-    shards = {side: write_bench_shards(tree, work / f"shards-{side or 'full'}", side) for side in s.max_sides}
+    shards = {side: write_bench_shards(tree, work, str(side or "full"), side) for side in s.max_sides}
     rows = loader_rows(tree, shards, s)
     rows.append(lightning_row(shards[s.max_sides[-1]], s))
     rows.append(rss_row(tree, work, s))
     gpu = gpu_rows(shards[None], s)
     notes = [f"images/s (peak RSS: MiB), median of {s.repeats} alternating repeats; {s.resolution} px, batch "
-             f"{s.batch}, {s.train} train / {s.val} val JPEGs; one torch thread per process; "
+             f"{s.batch}, {s.train} train / {s.val} val JPEGs (max-side shards re-encoded at quality {JPEG_QUALITY}); "
+             "one torch thread per process; "
              f"{os.cpu_count()} CPUs ({_cpu_name()}), torch {torch.__version__}"]
     if isinstance(gpu, str):
         notes.append(gpu)

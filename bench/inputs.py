@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.sharding import write_shards
+from pipeline.data.sharding import JPEG_QUALITY, write_shards
 from pipeline.data.sources import get_source
 
 WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
@@ -52,7 +52,10 @@ def make_imagenet_tree(root: Path, train: int = 400, val: int = 100, seed: int =
     return root
 
 
-def write_bench_shards(tree: Path, out: Path, max_side: int | None, shard_size: int = 100) -> Path:
-    """Shards of ``tree`` through the ImageNet source and the shard writer (resumes: complete shards are kept)."""
+def write_bench_shards(tree: Path, work: Path, name: str, max_side: int | None, shard_size: int = 100) -> Path:
+    """Shards of ``tree`` through the ImageNet source and the shard writer, under ``work`` (resumes: complete
+    shards are kept). The folder is named after ``name`` and the re-encoding quality, so inputs written by
+    another default are never resumed."""
+    out = work / f"shards-{name}-q{JPEG_QUALITY}"
     write_shards(get_source("imagenet", tree), out, shard_size=shard_size, max_side=max_side)
     return out

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.data.sharding import write_shards
+from pipeline.data.sharding import JPEG_QUALITY, write_shards
 from pipeline.data.sources import DATASETS, get_source
 from pipeline.errors import PipelineError
 
@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory for shards and manifest.json")
     p.add_argument("--shard-size", type=int, help="samples per shard (default: 1000; digits 200)")
     p.add_argument("--max-side", type=int, help="store images downscaled so the longer side is at most PX")
+    p.add_argument("--jpeg-quality", type=int, default=JPEG_QUALITY, metavar="Q",
+                   help=f"quality of re-encoded (downscaled) JPEGs, 1…100 (default {JPEG_QUALITY}, as FFCV)")
     p.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-split shuffle before writing (default 0)")
     return p
@@ -55,7 +57,8 @@ def main(argv: list[str]) -> int:
         raise PipelineError(f"{args.dataset} needs --src <the dataset's root directory> (see pipeline shards --help)")
     source = get_source(args.dataset, args.src)
     manifest = write_shards(
-        source, args.out, shard_size=args.shard_size, max_side=args.max_side, workers=args.workers, seed=args.seed
+        source, args.out, shard_size=args.shard_size, max_side=args.max_side, jpeg_quality=args.jpeg_quality,
+        workers=args.workers, seed=args.seed,
     )
     print(f"{args.out / 'manifest.json'}: {manifest.num_classes} classes, content hash {manifest.content_hash[:16]}")
     return 0

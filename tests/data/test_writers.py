@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sklearn.datasets import load_sample_images
 
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sharding import write_shards
@@ -117,6 +118,9 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "needs --src" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run("flowers102", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = run("digits", "--out", str(tmp_path / "q"), "--jpeg-quality", "101")
+    assert proc.returncode == 2 and "--jpeg-quality must be 1…100" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "q").exists()
 
 
 def test_resume_skips_complete_shards_and_is_deterministic(tmp_path: Path) -> None:
@@ -171,6 +175,33 @@ def test_max_side_downscales_keeping_aspect_and_fixes_cmyk(tmp_path: Path) -> No
     img = Image.open(io.BytesIO(train[f"{WNIDS[0]}_0"]["jpg"]))
     assert img.size == (100, 50)
     assert Image.open(io.BytesIO(train[f"{WNIDS[1]}_0"]["jpg"])).mode == "RGB"
+
+
+def test_jpeg_quality_of_downscaled_images_is_planned(tmp_path: Path) -> None:
+    write_imagenet(tmp_path / "src", per_class=1, flat_val=False)
+    photo = Image.fromarray(load_sample_images().images[0])  # real detail: quality changes the size
+    for wnid in WNIDS:
+        photo.save(tmp_path / "src" / "train" / wnid / f"{wnid}_0.JPEG", quality=95)
+    source = get_source("imagenet", tmp_path / "src")
+    sizes = {}
+    for quality in (95, 90, 50):
+        write_shards(source, tmp_path / f"q{quality}", max_side=320, jpeg_quality=quality)
+        sizes[quality] = sum(len(s["jpg"]) for s in read_split(tmp_path / f"q{quality}", "train").values())
+        plan = json.loads((tmp_path / f"q{quality}" / "manifest.json").read_text())["writer"]
+        assert plan["jpeg_quality"] == quality
+    assert sizes[95] > sizes[90] > sizes[50]
+    assert write_shards(source, tmp_path / "default", max_side=320).content_hash == \
+        write_shards(source, tmp_path / "q90", max_side=320, jpeg_quality=90).content_hash  # 90 by default
+    with pytest.raises(PipelineError, match="different jpeg_quality"):
+        write_shards(source, tmp_path / "q90", max_side=320, jpeg_quality=95)
+    plan_path = tmp_path / "q95" / ".parts" / "plan.json"  # planned before the option existed: it was 95
+    old_plan = json.loads(plan_path.read_text())
+    del old_plan["jpeg_quality"]
+    plan_path.write_text(json.dumps(old_plan))
+    write_shards(source, tmp_path / "q95", max_side=320, jpeg_quality=95)
+    with pytest.raises(PipelineError, match=r"--jpeg-quality must be 1…100 .*not 0"):
+        write_shards(source, tmp_path / "q0", max_side=320, jpeg_quality=0)
+    assert not (tmp_path / "q0").exists()
 
 
 def test_shards_are_world_readable_like_any_output(tmp_path: Path) -> None:
