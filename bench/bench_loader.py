@@ -202,12 +202,16 @@ def lightning_row(shards: Path, s: Settings) -> Row:
 
 
 RSS_CHILD = """
-import resource, sys, torch
+import re, sys, torch
 from bench.bench_loader import shard_module, Settings
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read())[1]) / 1024
 torch.set_num_threads(1)
 dm = shard_module(sys.argv[1], Settings(batch=int(sys.argv[2]), train=int(sys.argv[3])), 0)
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak: the epoch's own, not the imports'
+start = status("VmRSS")
 n = sum(len(b[1]) for b in dm.loader("train"))
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(n, start, status("VmHWM"))
 """
 
 
@@ -215,7 +219,8 @@ def rss_row(tree: Path, work: Path, s: Settings) -> Row:
     """Peak RSS (MiB) of one train epoch over the train split and over one ``rss_factor`` × as large.
 
     The large split hard-links each JPEG ``rss_factor`` times (no new pixels, a real ×N epoch). Each epoch
-    runs in a fresh process, so the numbers are that process's peaks.
+    runs in a fresh process whose peak is reset (``/proc/self/clear_refs``) once the loader is built, so the
+    numbers are the epoch's own peaks, not the imports'.
     """
     big_tree = work / f"tree-x{s.rss_factor}"
     if not (big_tree / ".complete").exists():
@@ -232,13 +237,18 @@ def rss_row(tree: Path, work: Path, s: Settings) -> Row:
         (big_tree / ".complete").write_text("")
     small_shards = write_bench_shards(tree, work, "full", None)
     big_shards = write_bench_shards(big_tree, work, f"x{s.rss_factor}", None)
-    peaks = []
+    starts, peaks = [], []
     for shards, count in ((small_shards, s.train), (big_shards, s.train * s.rss_factor)):
-        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(shards), str(s.batch), str(count)],
+        # the same settings (shuffle buffer: min(1000, s.train) samples) for both epochs
+        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(shards), str(s.batch), str(s.train)],
                              capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-        peaks.append(int(out.stdout.split()[-1]) / 1024)
+        n, start, peak = out.stdout.split()[-3:]
+        assert int(n) == count // s.batch * s.batch, out.stdout
+        starts.append(float(start))
+        peaks.append(float(peak))
     return Row(f"peak RSS (MiB) of a train epoch, {s.rss_factor}× the samples", peaks[1], "1× the samples",
-               peaks[0])
+               peaks[0], f"the epoch adds {peaks[1] - starts[1]:.0f} / {peaks[0] - starts[0]:.0f} MiB to the "
+               f"{starts[1]:.0f} / {starts[0]:.0f} MiB of the process before it")
 
 
 def gpu_rows(shards: Path, s: Settings) -> list[Row] | str:
