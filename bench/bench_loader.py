@@ -5,8 +5,9 @@ repeats (the order flips every repeat, so drift in a shared machine's load hits 
 images/s, and the ratio of the medians. Peers: torchvision ``ImageFolder`` + timm ``create_transform`` on the
 JPEG tree the shards were written from (float normalised output; ours is uint8 normalised by
 ``normalize_images``, timed in), and timm's own webdataset reader on the same shards. "limits" is the top
-self-time of one cProfile'd pass of ours. Also: a Lightning fit vs a plain loop over the same loader, peak RSS
-of a train epoch at 1× and 10× the samples, and (only where CUDA exists) B0–B4 training throughput from
+self-time of one cProfile'd pass of ours (with loader workers: of the training process, waiting for them).
+Also: a Lightning fit vs a plain loop over the same loader, peak RSS of a train epoch at 1× and 10× the
+samples, and (only where CUDA exists) B0–B4 training throughput from
 shards vs synthetic data with the share of step time spent waiting for data.
 
 Inputs: :mod:`bench.inputs` (ImageNet-like ~500×375 JPEGs from scikit-learn's photos). One torch thread per
@@ -146,7 +147,8 @@ def loader_rows(tree: Path, shards: dict[str | None, Path], s: Settings) -> list
         peer = folder_loader(tree / role, s, role == "train", workers)
         ours, theirs = side_by_side(lambda dm=dm, role=role: images_per_s(dm.loader(role), True),
                                     lambda peer=peer: images_per_s(peer), s.repeats)
-        limits = top_self_time(lambda dm=dm, role=role: images_per_s(dm.loader(role), True)) if workers == 0 else ""
+        # with workers, the training process's profile: how much of it is waiting for their batches
+        limits = top_self_time(lambda dm=dm, role=role: images_per_s(dm.loader(role), True))
         rows.append(Row(f"{role} {side or 'full'}-side shards, {workers or 1} {'workers' if workers else 'process'}",
                         ours, "ImageFolder + create_transform", theirs, limits))
     side = s.max_sides[-1]
@@ -198,7 +200,8 @@ def lightning_row(shards: Path, s: Settings) -> Row:
         return n / (time.perf_counter() - start)
 
     ours, theirs = side_by_side(with_lightning, plain_loop, s.repeats)
-    return Row(f"train epoch, B0 at {s.lightning_resolution} px, CPU", ours, "plain PyTorch loop", theirs)
+    return Row(f"train epoch, B0 at {s.lightning_resolution} px, CPU", ours, "plain PyTorch loop", theirs,
+               top_self_time(with_lightning))
 
 
 RSS_CHILD = """

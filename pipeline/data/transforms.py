@@ -14,7 +14,7 @@ collated batch into normalised floats on the device. Per sample it
    ``RandomResizedCropAndInterpolation.get_params`` (train) or the center crop of the eval resize;
 2. decodes a JPEG at the smallest DCT scale (1, 1/2, 1/4, 1/8, PIL ``draft``) that keeps the box at least
    the output size, so no pixel is upsampled that a full decode would have had (an RGB JPEG at full scale:
-   torchvision's ``decode_jpeg``, the same pixels straight into a tensor);
+   TorchCodec's ``decode_jpeg``, the same pixels straight into a tensor);
 3. crops and resizes in one antialiased ``torch.nn.functional.interpolate`` on uint8 (bilinear / bicubic:
    PIL's filters, ~4× faster than PIL's resize here); other interpolations use PIL's ``resize(box=…)``;
 4. applies timm's flip and colour jitter to the tensor (AutoAugment / RandAugment, PIL-only, on a PIL view).
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import ExifTags, Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchcodec.decoders import decode_jpeg
 from torchvision.transforms import ColorJitter, Compose, InterpolationMode
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
@@ -94,21 +94,26 @@ def load_rgb(img: Image.Image, data: bytes, box: Box, out: tuple[int, int]) -> t
     """Decode ``img`` (lazily opened from ``data``), a JPEG at the smallest DCT scale keeping ``box`` ≥ ``out``.
 
     Returns the RGB image and ``box`` in its pixels. PIL's ``draft`` picks the largest 1/2^k reduction whose
-    result is at least the requested size; requesting ``size · out / box`` keeps the scaled box ≥ ``out``. An RGB
-    JPEG that no reduction fits is decoded by torchvision's ``decode_jpeg`` instead, to an HWC uint8 tensor:
-    the same libjpeg-turbo decode (the same pixels), without PIL's image object and its copy to an array.
+    result is at least the requested size; requesting ``size · out / box`` keeps the scaled box ≥ ``out``. An
+    upright RGB JPEG that no reduction fits is decoded by TorchCodec's ``decode_jpeg`` instead, to an HWC uint8
+    tensor: a libjpeg-turbo decode of the same pixels, without PIL's image object and its copy to an array.
+    Like PIL (and timm's folder readers), neither path applies an EXIF orientation.
     """
     w, h = img.size
     left, top, bw, bh = box
     if img.format == "JPEG":
         img.draft("RGB", (math.ceil(w * out[0] / max(bw, 1e-9)), math.ceil(h * out[1] / max(bh, 1e-9))))
-        if img.size == (w, h) and img.mode == "RGB":
-            chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-            return chw.permute(1, 2, 0), box  # decode_jpeg's CHW is a view of HWC memory
+        if img.size == (w, h) and img.mode == "RGB" and _upright(img):
+            return decode_jpeg(data).permute(1, 2, 0), box  # decode_jpeg's CHW is a view of HWC memory
     img.load()
     rgb = img if img.mode == "RGB" else img.convert("RGB")  # grayscale / palette / CMYK → RGB (RGB: no copy)
     sx, sy = rgb.width / w, rgb.height / h
     return rgb, (left * sx, top * sy, bw * sx, bh * sy)
+
+
+def _upright(img: Image.Image) -> bool:
+    """Whether ``img`` has no EXIF orientation to apply (TorchCodec applies one; PIL and timm do not)."""
+    return "exif" not in img.info or img.getexif().get(ExifTags.Base.Orientation, 1) == 1
 
 
 def _size(img: Image.Image | torch.Tensor) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 from sklearn.datasets import load_sample_images
 from timm.data import create_dataset, create_transform
 from torchvision.transforms import ColorJitter
@@ -24,11 +24,13 @@ from pipeline.errors import PipelineError
 from tests.data.helpers import TinySource, png_bytes
 
 
-def photo_jpeg(size: tuple[int, int]) -> bytes:
-    """One of scikit-learn's photos resized to ``size`` (w, h), as a quality-90 JPEG."""
-    buf = io.BytesIO()
+def photo_jpeg(size: tuple[int, int], orientation: int = 1) -> bytes:
+    """One of scikit-learn's photos resized to ``size`` (w, h), as a quality-90 JPEG (with an EXIF orientation
+    tag unless it is 1)."""
+    buf, exif = io.BytesIO(), Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
     Image.fromarray(load_sample_images().images[0]).resize(size, Image.Resampling.BICUBIC).save(
-        buf, format="JPEG", quality=90)
+        buf, format="JPEG", quality=90, **({"exif": exif.tobytes()} if orientation != 1 else {}))
     return buf.getvalue()
 
 
@@ -98,13 +100,16 @@ def test_dct_scale_from_the_crop_box() -> None:
     assert load_rgb(Image.open(io.BytesIO(grey_png)), grey_png, (0, 0, 8, 8), (4, 4))[0].mode == "RGB"
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_full_scale_jpeg_decodes_to_pils_pixels(mode: str) -> None:
-    """torchvision decodes RGB JPEGs no DCT scale fits (PIL the others): the same pixels as PIL's decode."""
-    data = photo_jpeg((320, 240)) if mode == "RGB" else grey_jpeg()
+@pytest.mark.parametrize("kind", ["RGB", "L", "rotated"])
+def test_full_scale_jpeg_decodes_to_pils_pixels(kind: str) -> None:
+    """TorchCodec decodes upright RGB JPEGs no DCT scale fits (PIL the others): the same pixels as PIL's decode.
+
+    An EXIF-rotated JPEG stays with PIL, which (like timm's folder readers) does not rotate it; TorchCodec would.
+    """
+    data = {"RGB": photo_jpeg((320, 240)), "L": grey_jpeg(), "rotated": photo_jpeg((320, 240), orientation=6)}[kind]
     img, box = load_rgb(Image.open(io.BytesIO(data)), data, (10.5, 20.0, 200.0, 150.0), (224, 224))
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    assert isinstance(img, torch.Tensor) == (mode == "RGB") and box == (10.5, 20.0, 200.0, 150.0)
+    assert isinstance(img, torch.Tensor) == (kind == "RGB") and box == (10.5, 20.0, 200.0, 150.0)
     assert np.array_equal(np.asarray(img), expected)
 
 
