@@ -18,6 +18,7 @@ process. Results: printed as one markdown table, and written to ``runs/bench/loa
 from __future__ import annotations
 
 import cProfile
+import importlib.util
 import json
 import os
 import pstats
@@ -101,16 +102,27 @@ def top_self_time(fn: Callable[[], object], n: int = 3) -> str:
     stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
     total = sum(v[2] for v in stats.values()) or 1.0
     top = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
-    return ", ".join(f"{_function_name(*k)} {100 * v[2] / total:.0f}%" for k, v in top)
+    return ", ".join(f"{_function_name(k, stats)} {100 * v[2] / total:.0f}%" for k, v in top)
 
 
-def _function_name(file: str, _line: int, name: str) -> str:
-    """``ImagingDecoder.decode``, ``torch._C._nn._upsample_bicubic2d_aa``, ``tarfile.nts`` from pstats keys."""
+def _function_name(key: tuple[str, int, str], stats: dict) -> str:
+    """``ImagingDecoder.decode``, ``torch._C._nn._upsample_bicubic2d_aa``, ``tarfile.nts`` from a pstats key.
+
+    A torch custom op shows as its namespace only (``torch._ops.torchcodec_ns.``): the first caller outside
+    ``torch/_ops.py`` names it (``torch._ops.torchcodec_ns.<_image_decoders._decode_to_mode>``).
+    """
+    file, _, name = key
     method = re.fullmatch(r"<method '(\w+)' of '([\w.]+)' objects>", name)
     if method:
         return f"{method[2].rsplit('.', 1)[-1]}.{method[1]}"
     if name.startswith("<built-in method "):
-        return name.removeprefix("<built-in method ").removesuffix(">")
+        name = name.removeprefix("<built-in method ").removesuffix(">")
+        caller = key
+        while name.endswith(".") and stats.get(caller, (None,) * 5)[4]:
+            caller = next(iter(stats[caller][4]))
+            if not caller[0].endswith(f"torch{os.sep}_ops.py"):
+                return f"{name}<{_function_name(caller, stats)}>"
+        return name
     return f"{Path(file).stem}.{name}" if file != "~" else name
 
 
@@ -131,10 +143,11 @@ def timm_wds_loader(shards: Path, s: Settings, workers: int) -> DataLoader:
     return DataLoader(ds, batch_size=s.batch, num_workers=workers)
 
 
-def shard_module(shards: Path, s: Settings, workers: int, resolution: int | None = None) -> ShardDataModule:
+def shard_module(shards: Path, s: Settings, workers: int, resolution: int | None = None,
+                 backend: str = "pil") -> ShardDataModule:
     """The datamodule under test, as a training run would build it."""
     return ShardDataModule(str(shards), resolution=resolution or s.resolution, batch_size=s.batch,
-                           num_workers=workers, shuffle_buffer=min(1000, s.train), test_split=None)
+                           num_workers=workers, shuffle_buffer=min(1000, s.train), test_split=None, backend=backend)
 
 
 def loader_rows(tree: Path, shards: dict[str | None, Path], s: Settings) -> list[Row]:
@@ -158,6 +171,13 @@ def loader_rows(tree: Path, shards: dict[str | None, Path], s: Settings) -> list
                                 s.repeats)
     rows.append(Row(f"train {side}-side shards, 1 process", ours, "timm wds reader + create_transform", theirs,
                     top_self_time(lambda: images_per_s(peer))))
+    if importlib.util.find_spec("nvidia.dali") is not None:  # an optional dependency (requirements-dev has it)
+        dali = shard_module(shards[side], s, 0, backend="dali").loader("train")  # num_threads = 1
+        images_per_s(dali)  # builds the pipeline: timed epochs are steady ones, as for a training run
+        ours, theirs = side_by_side(lambda: images_per_s(dm.loader("train"), True),
+                                    lambda: images_per_s(dali, True), s.repeats)
+        rows.append(Row(f"train {side}-side shards, 1 process", ours, "data.backend: dali on CPU (1 thread)",
+                        theirs, "DALI: its own executor threads beside the 1 decode thread"))
     return rows
 
 
