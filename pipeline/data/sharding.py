@@ -259,7 +259,8 @@ def write_shards(
     if shard_size < 1 or workers < 1 or (max_side is not None and max_side < 1) or seed < 0:
         raise PipelineError("--shard-size, --workers and --max-side must be positive and --seed non-negative")
     if not 1 <= jpeg_quality <= 100:
-        raise PipelineError(f"--jpeg-quality must be 1…100 (PIL's scale; 90 by default), not {jpeg_quality}")
+        raise PipelineError(
+            f"--jpeg-quality must be 1…100 (PIL's scale; {JPEG_QUALITY} by default), not {jpeg_quality}")
     start = time.perf_counter()
     records = {split: list(source.records(split)) for split in source.split_names}  # a bad --src fails here
     for split, recs in records.items():

@@ -95,7 +95,7 @@ def test_dct_scale_from_the_crop_box() -> None:
     img, _ = load_rgb(Image.open(io.BytesIO(buf.getvalue())), buf.getvalue(), (0, 0, 256, 200), (33, 25))
     assert img.size == (256, 200)  # 1/8 would leave 32 < 33 columns: 1/4
     img, _ = load_rgb(Image.open(io.BytesIO(buf.getvalue())), buf.getvalue(), (0, 0, 1024, 800), (600, 600))
-    assert img.shape == (800, 1024, 3)  # no reduction fits: torchvision's decode, an HWC tensor
+    assert img.shape == (800, 1024, 3)  # no reduction fits: TorchCodec's decode, an HWC tensor
     grey_png = png_bytes(7)
     assert load_rgb(Image.open(io.BytesIO(grey_png)), grey_png, (0, 0, 8, 8), (4, 4))[0].mode == "RGB"
 
@@ -111,6 +111,15 @@ def test_full_scale_jpeg_decodes_to_pils_pixels(kind: str) -> None:
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert isinstance(img, torch.Tensor) == (kind == "RGB") and box == (10.5, 20.0, 200.0, 150.0)
     assert np.array_equal(np.asarray(img), expected)
+
+
+@pytest.mark.parametrize("mode", ["lanczos", "nearest"])
+def test_pil_only_interpolation_equals_timms_eval(mode: str) -> None:
+    """Filters torch has no uint8 kernel for resize with PIL, also from TorchCodec's tensor: timm's pixels."""
+    data = photo_jpeg((320, 240))
+    ours = fast_transform(224, train=False, interpolation=mode)(data)
+    t = create_transform(224, is_training=False, interpolation=mode, crop_pct=0.875, use_prefetcher=True)
+    assert torch.equal(ours, torch.as_tensor(np.asarray(t(Image.open(io.BytesIO(data)).convert("RGB")))))
 
 
 def test_normalize_on_device_equals_timms_float_transform() -> None:
