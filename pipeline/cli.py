@@ -1,7 +1,8 @@
 """The ``pipeline`` command: one entry point, one subcommand per job.
 
-Each subcommand lives in the module that owns it and exposes ``main(argv) -> int``; modules are
-imported only when their command runs, so ``pipeline --help`` is instant.
+Each subcommand is a module of :mod:`pipeline.commands` exposing ``main(argv) -> int``; a module is
+imported only when its command runs (by its name in ``COMMANDS``, the one module-name import of the
+package), so ``pipeline --help`` is instant.
 """
 
 from __future__ import annotations
@@ -9,21 +10,21 @@ from __future__ import annotations
 import importlib
 import sys
 
-from pipeline.cluster import early_signal  # standard library only
+from pipeline import preemption  # standard library only
 from pipeline.errors import PipelineError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("pipeline.training.cli", "train or fine-tune a scaled model (LightningCLI; --help for all keys)"),
     "validate": ("pipeline.training.cli", "evaluate a checkpoint on the validation split"),
     "test": ("pipeline.training.cli", "evaluate a checkpoint on the test split"),
-    "complexity": ("pipeline.models.complexity_cli", "flops/params/activations for variants, φ or strategies"),
-    "shards": ("pipeline.data.shards_cli", "write webdataset shards from a dataset's on-disk format"),
-    "results": ("pipeline.experiments.results", "table of finished runs' result records"),
+    "complexity": ("pipeline.commands.complexity", "flops/params/activations for variants, φ or strategies"),
+    "shards": ("pipeline.commands.shards", "write webdataset shards from a dataset's on-disk format"),
+    "results": ("pipeline.commands.results", "table of finished runs' result records"),
     "sweep": ("pipeline.experiments.sweep", "plan and train a scaling study: grid (α, β, γ), scale, transfer"),
     "report": ("pipeline.experiments.report", "report.md + report.html of sweeps: accuracy, cost, growth, runtime"),
     "demo": ("pipeline.experiments.demo", "a miniature study: digits, compound φ = 0,1,2 and dWr at matched flops"),
     "predict": ("pipeline.training.predict", "write a checkpoint's top-5 predictions on a shard split (JSONL)"),
-    "export": ("pipeline.models.export_cli", "write a run's network as safetensors + config.json for timm"),
+    "export": ("pipeline.commands.export", "write a run's network as safetensors + config.json for timm"),
     "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
 }
 
@@ -38,7 +39,7 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; a PipelineError becomes one line on stderr and exit status 2."""
-    early_signal.install()  # in a SLURM job: a requeue signal while torch imports is recorded, not fatal
+    preemption.install()  # in a SLURM job: a requeue signal while torch imports is recorded, not fatal
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cluster import early_signal
+from pipeline import preemption
 from pipeline.cluster.checks import (
     check_cpus_per_task,
     check_overrides,
@@ -30,9 +30,9 @@ from pipeline.cluster.checks import (
     check_tasks_per_node,
     resolve_run,
 )
-from pipeline.cluster.early_signal import REQUEUE_ENV, SIGNAL_ENV, requeue_enabled, requeue_job, requeue_signal
 from pipeline.cluster.manifest import read_manifest
 from pipeline.errors import PipelineError
+from pipeline.preemption import REQUEUE_ENV, SIGNAL_ENV, requeue_enabled, requeue_job, requeue_signal
 
 # Inherited from the submitting shell they would point every node at the wrong rendezvous;
 # Lightning's SLURMEnvironment derives both from the job (first node, port from the job id).
@@ -169,7 +169,7 @@ def stop_before_training(env: dict[str, str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Check, record the job in the run directory's ``slurm.log``, then exec ``srun`` (never returns)."""
-    sig = early_signal.install()  # first: the checks below take seconds (they import the training stack)
+    sig = preemption.install()  # first: the checks below take seconds (they import the training stack)
     try:
         cmd, env, directory = prepare(argv, dict(os.environ))
     except PipelineError as err:
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
                   f"restart {env.get('SLURM_RESTART_COUNT', '0')} nodes {env.get('SLURM_JOB_NODELIST')} "
                   f"requeue {env.get(REQUEUE_ENV, '1')} signal {env.get(SIGNAL_ENV, 'USR1')}\n")
     print(f"pipeline launch: {socket.gethostname()} run {directory}\n  {' '.join(cmd)}", flush=True)
-    if sig is not None and early_signal.received(sig):
+    if sig is not None and preemption.received(sig):
         return stop_before_training(env)
     os.execvpe(cmd[0], cmd, env)  # srun installs its own handlers (it forwards the signal to the tasks)
 

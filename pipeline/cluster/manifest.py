@@ -12,9 +12,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.atomic import atomic_write_json
 from pipeline.errors import PipelineError
-from pipeline.experiments.results import RESULT_FILE
-from pipeline.io import atomic_write_json
+from pipeline.training.result import RESULT_FILE
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ work happens at the next safe point, where every rank agrees (one all-reduce of 
 
 - ``setup`` and ``on_train_start``: nothing trained in this start yet, so nothing to save; the next
   start resumes from the same ``last.ckpt`` (or starts fresh). This covers a signal that arrived while
-  the task was still importing (recorded by :mod:`pipeline.cluster.early_signal`).
+  the task was still importing (recorded by :mod:`pipeline.preemption`).
 - every training-batch end, and the end of every validation during fit. Validation itself is not
   interrupted: ranks may run different numbers of eval batches (exact eval), so a per-batch collective
   there could deadlock; every rank reaches ``on_validation_end``, so the agreement waits for it. The
@@ -31,9 +31,9 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from pipeline.cluster import early_signal
-from pipeline.cluster.early_signal import parse_signal, requeue_enabled, requeue_job, requeue_signal
+from pipeline import preemption
 from pipeline.errors import PipelineError
+from pipeline.preemption import parse_signal, requeue_enabled, requeue_job, requeue_signal
 
 _NONE, _STOP, _REQUEUE = 0, 1, 2  # agreed across ranks with a max-reduce: requeue wins over stop
 WANDB_CLOSE_S = 30.0  # the longest W&B may delay the requeue
@@ -67,7 +67,7 @@ class RequeueOnSignal(Callback):
         previous = signals.signal(signals.SIGTERM, self._on_signal)
         if self._sigterm_before is None:
             self._sigterm_before = previous
-        if early_signal.received(self.signal):  # arrived before this process could checkpoint
+        if preemption.received(self.signal):  # arrived before this process could checkpoint
             self._code = max(self._code, _REQUEUE)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

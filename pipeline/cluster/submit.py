@@ -36,10 +36,10 @@ from pipeline.cluster.checks import (
     cpus_needed,
     resolve_run,
 )
-from pipeline.cluster.early_signal import REQUEUE_ENV, SIGNAL_ENV, parse_signal
 from pipeline.cluster.launch import run_dir_overrides
 from pipeline.cluster.manifest import index_ranges, pending, read_manifest
 from pipeline.errors import PipelineError
+from pipeline.preemption import REQUEUE_ENV, SIGNAL_ENV, parse_signal
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 SETUP_ENV = "CLUSTER_SETUP"  # sourced by slurm/*.sbatch before Python

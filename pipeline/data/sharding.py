@@ -9,7 +9,7 @@ Every source (:mod:`pipeline.data.sources`) only lists records; this module turn
 - **parallel**: images are read, verified (fully decoded), optionally downscaled and re-encoded in a
   ``multiprocessing`` pool of ``workers`` processes; results come back in order, so parallelism does not
   change the output;
-- **resume**: a shard is written to a temporary name, fsynced and renamed (``pipeline.io.atomic_write``),
+- **resume**: a shard is written to a temporary name, fsynced and renamed (``pipeline.atomic.atomic_write``),
   then its record ``.parts/<shard>.json`` (count, hash, left-out keys) is written; a shard with both is
   complete and skipped on re-run. ``.parts/plan.json`` pins the arguments that decide shard contents, so a
   re-run with different ones is refused instead of mixing two layouts;
@@ -35,10 +35,10 @@ from PIL import Image
 from tqdm import tqdm
 from webdataset.writer import TarWriter
 
+from pipeline.atomic import atomic_write, atomic_write_json
 from pipeline.data.manifest import MANIFEST, Manifest, Shard, Split, manifest_dict, parse_manifest
 from pipeline.data.sources import Record, Source
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.experiments.plan import Point, SweepPlan, plan_sweep
-from pipeline.experiments.results import format_table, read_result
 from pipeline.experiments.sweep import run_locally, save_plan
+from pipeline.experiments.tables import format_table
 from pipeline.scaling import STRATEGIES
+from pipeline.training.result import read_result
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"

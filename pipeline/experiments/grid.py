@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.experiments.results import markdown_table
 from pipeline.experiments.stats import Z95, binomial_se
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.experiments.tables import markdown_table
 
 GRID_FILE = "grid.json"
 METRICS = ("top1", "top1_ema")

@@ -107,13 +107,6 @@ def nominal_growth(spec: ScaleSpec) -> float | None:
     return None
 
 
-def measure_specs(specs: list[ScaleSpec], num_classes: int) -> list[Any]:
-    """Complexity of each spec (identical nets counted once), through the complexity command's counter."""
-    from pipeline.models.complexity_cli import measure
-
-    return measure(specs, num_classes)
-
-
 def matched_scale(spec_at: Callable[[float], ScaleSpec], s: float, target_flops: float, num_classes: int,
                   tolerance: float, steps: int = 8) -> float:
     """The s (4 significant digits) whose built net ``spec_at(s)`` has flops closest to ``target_flops``.
@@ -123,7 +116,7 @@ def matched_scale(spec_at: Callable[[float], ScaleSpec], s: float, target_flops:
     the closest s it counted. Each step builds and counts one net (~1 s at 32 px).
     """
     from pipeline.models.build import build_model
-    from pipeline.models.complexity import count_complexity
+    from pipeline.models.complexity import count_complexity  # here: torch only when planning, not for --help
 
     def gap(trial: float) -> tuple[float, bool]:
         spec = spec_at(trial)
@@ -155,6 +148,7 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
     missing shards, or two points that would share a run directory.
     """
     from pipeline.data.manifest import load_manifest
+    from pipeline.models.complexity import measure  # here: torch only when a sweep is planned, not for --help
 
     if not points:
         raise PipelineError(f"sweep {name!r} has no runs: give at least one point")
@@ -182,7 +176,7 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
     names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
     base_spec = resolve_spec(base=model["base"], phi=0, base_resolution=model["base_resolution"])
-    (base,) = measure_specs([base_spec], shards.num_classes)
+    (base,) = measure([base_spec], shards.num_classes)
     models = []
     for i, point in enumerate(points):
         model, info = dict(point.model), dict(point.info)
@@ -195,7 +189,7 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
             model["scale"] = matched_scale(spec_at, nominal, nominal * base.flops, shards.num_classes, tolerance)
             specs[i], info["s_nominal"] = spec_at(model["scale"]), nominal
         models.append((model, info))
-    costs = measure_specs(specs, shards.num_classes)
+    costs = measure(specs, shards.num_classes)
     runs = []
     for point, label, spec, cost, (model, info) in zip(points, names, specs, costs, models, strict=True):
         entry = RunEntry(config=config, run_dir=str(directory / label),

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import atomic_write
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_write
 
 COSTS = (("flops", "flops (multiply-adds)"), ("acts", "activations"))
 

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import OneLineParser, PipelineError
+from pipeline.arguments import OneLineParser
+from pipeline.atomic import atomic_write_text
+from pipeline.errors import PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plots import plot_panels
-from pipeline.experiments.results import html_table, markdown_table, read_result
 from pipeline.experiments.stats import Z95, binomial_se, growth_exponent, pearson_r, theory_exponents
 from pipeline.experiments.sweep import load_sweep
-from pipeline.io import atomic_write_text
+from pipeline.experiments.tables import html_table, markdown_table
 from pipeline.scaling import STRATEGIES, strategy_exponents
+from pipeline.training.result import read_result
 
 COSTS = (("flops", "flops (multiply-adds)"), ("params", "parameters"), ("acts", "activations"))
 

@@ -33,26 +33,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.arguments import OneLineParser, number_list
+from pipeline.atomic import atomic_write_json
 from pipeline.cluster.launch import run_dir_overrides
 from pipeline.cluster.manifest import RunEntry, read_manifest, write_manifest
-from pipeline.errors import OneLineParser, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plan import MANIFEST_FILE, SWEEP_FILE, Point, SweepPlan, check_finite, cost_lines, plan_sweep
-from pipeline.experiments.results import read_result
-from pipeline.io import atomic_write_json
 from pipeline.scaling import STRATEGIES, VARIANTS, grid_candidates
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
 from pipeline.scaling.spec import SPEC_KEYS
+from pipeline.training.result import read_result
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "configs/experiment/digits.yaml"
 TRANSFER_DATASETS = ("cifar100", "flowers102")
-
-
-def _numbers(text: str) -> list[float]:
-    from pipeline.models.complexity_cli import number_list
-
-    return number_list(text)
 
 
 def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
@@ -85,13 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metric", choices=grid.METRICS, default="top1", help="rank by (default top1)")
     s = kinds.add_parser("scale", help="families per strategy: compound φ, variants, Dollár strategies")
     _common(s, DEFAULT_CONFIG)
-    s.add_argument("--phi", type=_numbers, metavar="LIST", help="compound coefficients φ: 0..3 or 0,1,2")
+    s.add_argument("--phi", type=number_list, metavar="LIST", help="compound coefficients φ: 0..3 or 0,1,2")
     for key, sym in (("alpha", "α"), ("beta", "β"), ("gamma", "γ")):
         s.add_argument(f"--{key}", type=float, metavar=sym, help=f"compound {sym} (default the paper's or --from-grid)")
     s.add_argument("--from-grid", type=Path, metavar="DIR", help="take α, β, γ from a finished grid sweep")
     s.add_argument("--variant", nargs="+", metavar="B", help=f"named variants: {' '.join(VARIANTS)}")
     s.add_argument("--strategy", nargs="+", choices=STRATEGIES, metavar="S", help=f"{' '.join(STRATEGIES)}")
-    s.add_argument("--scale", type=_numbers, metavar="LIST", help="flops factors s for --strategy: 1,2,4")
+    s.add_argument("--scale", type=number_list, metavar="LIST", help="flops factors s for --strategy: 1,2,4")
     s.add_argument("--fast-alpha", type=float, default=DEFAULT_FAST_ALPHA, help="dWr's α (default 0.8)")
     s.add_argument("--flops-tolerance", type=float, default=0.05,
                    help="match each strategy run's measured flops to s × the base's within this (default 0.05)")
@@ -183,7 +178,7 @@ def make_plan(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
 
 def plan_table(plan: SweepPlan) -> str:
     """Every planned run with its spec, complexity, measured vs nominal flops factor, and state."""
-    from pipeline.experiments.results import format_table
+    from pipeline.experiments.tables import format_table
 
     rows = []
     for run in plan.runs:

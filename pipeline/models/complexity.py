@@ -28,8 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from pipeline.errors import PipelineError
+from pipeline.models.build import build_model
+from pipeline.scaling import ScaleSpec
 
 aten = torch.ops.aten
 Shape = list[int]
@@ -113,3 +116,15 @@ def _total(counter: FlopCounterMode) -> int:
     """The count of the ops we have formulas for (torch's defaults for other ops are left out)."""
     counts = counter.get_flop_counts().get("Global", {})
     return sum(counts.get(op, 0) for op in FLOP_FORMULAS)
+
+
+def measure(specs: list[ScaleSpec], num_classes: int) -> list[Complexity]:
+    """Build and count each spec (identical networks are counted once); progress on a terminal's stderr."""
+    cache: dict[tuple[str, float, float, int], Complexity] = {}
+    results = []
+    for spec in tqdm(specs, desc="counting", unit="net", disable=None if len(specs) > 1 else True, leave=False):
+        key = (spec.base, spec.d, spec.w, spec.resolution)
+        if key not in cache:
+            cache[key] = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution)
+        results.append(cache[key])
+    return results

@@ -23,7 +23,7 @@ from typing import Any
 
 from safetensors.torch import save as safetensors_bytes
 
-from pipeline.io import atomic_write, atomic_write_text
+from pipeline.atomic import atomic_write, atomic_write_text
 from pipeline.models.build import timm_call
 from pipeline.training.finetune import checkpoint_path, checkpoint_spec, checkpoint_state, read_checkpoint
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.checkpoint_io import CheckpointIO
 
+from pipeline.atomic import atomic_write
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_write
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

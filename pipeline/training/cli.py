@@ -25,10 +25,9 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
+from pipeline.atomic import atomic_write_text
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.errors import PipelineError
-from pipeline.experiments.results import git_commit, write_result
-from pipeline.io import atomic_write_text
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.callbacks import RunSummary
@@ -47,6 +46,7 @@ from pipeline.training.guards import NonFiniteError, NonFiniteGuard
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.recipe import Recipe
+from pipeline.training.result import git_commit, write_result
 from pipeline.training.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,

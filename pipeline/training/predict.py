@@ -21,7 +21,7 @@ import torch.distributed as dist
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from pipeline.io import atomic_write_text
+from pipeline.atomic import atomic_write_text
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.experiments.results import RESULT_FILE
-from pipeline.io import atomic_write_text
 from pipeline.scaling import ScaleSpec
+from pipeline.training.result import RESULT_FILE
 
 SINGLE = "single"
 WANDB_ID_FILE = "wandb_id"

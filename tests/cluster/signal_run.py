@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.cluster import early_signal
+from pipeline import preemption
 
-early_signal.install()  # before the heavy imports, as pipeline.cli does
+preemption.install()  # before the heavy imports, as pipeline.cli does
 
 import torch  # noqa: E402
 from pytorch_lightning import Callback, LightningModule, Trainer  # noqa: E402

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cluster import early_signal
-from pipeline.cluster.early_signal import parse_signal
+from pipeline import preemption
 from pipeline.cluster.requeue import RequeueOnSignal
 from pipeline.errors import PipelineError
+from pipeline.preemption import parse_signal
 
 SCRIPT = Path(__file__).with_name("signal_run.py")
 
@@ -72,7 +72,7 @@ def test_signal_during_validation_stops_at_its_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_signal_before_training_stops_without_a_checkpoint(tmp_path: Path) -> None:
     """As in a job whose batch shell or task got the signal while starting (requeue off: no scontrol here)."""
-    env = {"SLURM_JOB_ID": "1", early_signal.REQUEUE_ENV: "0", early_signal.SIGNALLED_ENV: "USR1"}
+    env = {"SLURM_JOB_ID": "1", preemption.REQUEUE_ENV: "0", preemption.SIGNALLED_ENV: "USR1"}
     log = _fit(tmp_path, 8, env=env)
     assert "rank 0 stopped at step 0" in log and "rank 1 stopped at step 0" in log, log
     assert "SIGUSR1 → nothing trained in this start yet" in log
@@ -82,9 +82,9 @@ def test_signal_before_training_stops_without_a_checkpoint(tmp_path: Path) -> No
 @pytest.mark.parametrize("install", [True, False])
 def test_early_handler_records_instead_of_dying(install: bool) -> None:
     """A requeue signal right after install() is recorded; without install() it kills the process."""
-    code = ("import os\nfrom pipeline.cluster import early_signal\n"
-            f"sig = early_signal.install() if {install} else early_signal.requeue_signal()\n"
-            "os.kill(os.getpid(), sig)\nprint(early_signal.received(sig))")
-    env = {**os.environ, "SLURM_JOB_ID": "1", early_signal.SIGNAL_ENV: "USR2"}
+    code = ("import os\nfrom pipeline import preemption\n"
+            f"sig = preemption.install() if {install} else preemption.requeue_signal()\n"
+            "os.kill(os.getpid(), sig)\nprint(preemption.received(sig))")
+    env = {**os.environ, "SLURM_JOB_ID": "1", preemption.SIGNAL_ENV: "USR2"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == ((0, "True\n") if install else (-12, "")), done.stderr

@@ -60,9 +60,9 @@ def test_compound_theory_and_fits() -> None:
 
 
 def test_transfer_report_shows_each_dataset_beside_the_source(tmp_path) -> None:
+    from pipeline.atomic import atomic_write_json
     from pipeline.experiments.report import main
-    from pipeline.experiments.results import RESULT_KEYS, write_result
-    from pipeline.io import atomic_write_json
+    from pipeline.training.result import RESULT_KEYS, write_result
 
     sweep, runs = tmp_path / "transfer-cifar100-scale", []
     for i, (source, top1, source_top1) in enumerate((("compound-phi0", 0.60, 0.86), ("compound-phi1", 0.70, 0.90))):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.experiments.results import RESULT_KEYS, format_table, read_result, read_results, write_result
+from pipeline.experiments.tables import format_table
+from pipeline.training.result import RESULT_KEYS, read_result, read_results, write_result
 
 
 def record(name: str, top1: float) -> dict:
@@ -40,7 +41,7 @@ def test_table() -> None:
 
 
 def test_results_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.experiments.results import main
+    from pipeline.commands.results import main
 
     write_result(tmp_path / "demo" / "a", record("a", 0.9))
     assert main(["results", str(tmp_path), "--columns", "run_name", "top1"]) == 0

@@ -12,7 +12,7 @@ from pipeline.cluster.manifest import read_manifest
 from pipeline.errors import PipelineError
 from pipeline.experiments import sweep
 from pipeline.experiments.plan import Point, plan_sweep
-from pipeline.experiments.results import RESULT_KEYS, write_result
+from pipeline.training.result import RESULT_KEYS, write_result
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "experiment" / "digits.yaml")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.errors import OneLineParser
+from pipeline.arguments import OneLineParser
 
 
 def parser() -> argparse.ArgumentParser:

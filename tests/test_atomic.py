@@ -8,7 +8,7 @@ from typing import IO
 
 import pytest
 
-from pipeline.io import atomic_write, atomic_write_json
+from pipeline.atomic import atomic_write, atomic_write_json
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path: Path) -> None:

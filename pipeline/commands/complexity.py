@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from pipeline.errors import OneLineParser, PipelineError
+from pipeline.arguments import OneLineParser, number_list
+from pipeline.errors import PipelineError
 from pipeline.scaling import BASES, STRATEGIES, VARIANTS, ScaleSpec, resolve_spec
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
@@ -32,21 +30,6 @@ flops = multiply-adds of conv + linear layers (+1 add per output element with a 
 params = all parameters, acts = elements of conv outputs + the classifier's outputs; per image.
 Growth columns (×) are relative to the base net (d = w = r = 1) at the base resolution.
 """
-
-
-def number_list(text: str) -> list[float]:
-    """Parse ``0..7`` (integers, inclusive), ``0,1,2`` or ``3`` into a list of finite numbers."""
-    try:
-        if ".." in text:
-            low, high = (int(part) for part in text.split(".."))
-            values = [float(v) for v in range(low, high + 1)]
-        else:
-            values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers: write e.g. 0..7, 0,1,2 or 3")
-    return values
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,22 +86,6 @@ def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
     return [resolve_spec(strategy=st, scale=s, **fast, **common) for st in args.strategy for s in args.scale]
 
 
-def measure(specs: list[ScaleSpec], num_classes: int) -> list[Complexity]:
-    """Build and count each spec (identical networks are counted once); progress on a terminal's stderr."""
-    # Imported here so that --help and argument errors answer without importing torch and timm (~3 s).
-    from pipeline.models.build import build_model
-    from pipeline.models.complexity import count_complexity
-
-    cache: dict[tuple[str, float, float, int], Complexity] = {}
-    results = []
-    for spec in tqdm(specs, desc="counting", unit="net", disable=None if len(specs) > 1 else True, leave=False):
-        key = (spec.base, spec.d, spec.w, spec.resolution)
-        if key not in cache:
-            cache[key] = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution)
-        results.append(cache[key])
-    return results
-
-
 def rows(specs: list[ScaleSpec], costs: list[Complexity], base: Complexity, num_classes: int) -> list[dict]:
     """One flat record per spec: the spec's fields, its costs and their growth over ``base``."""
     return [
@@ -164,6 +131,8 @@ def main(argv: list[str]) -> int:
         raise PipelineError(f"--num-classes must be >= 1 (got {args.num_classes})")
     specs = specs_from_args(args)
     base_spec = resolve_spec(base=args.base, phi=0, base_resolution=args.base_resolution)
+    from pipeline.models.complexity import measure  # here: --help and usage errors answer without torch
+
     *costs, base = measure([*specs, base_spec], args.num_classes)
     records = rows(specs, costs, base, args.num_classes)
     if args.json:

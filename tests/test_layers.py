@@ -1,0 +1,121 @@
+"""The layer order of ``pipeline/``, kept by an AST scan of every import (inside functions too).
+
+ground (errors, argument parsing, atomic writes, the preemption signal) < scaling < models, data (never each other) < training
+< cluster < experiments < commands (``pipeline.commands``, ``pipeline.cli``). A module may import its own
+layer and any layer below; nothing is loaded by a module-name string (``importlib``) except the CLI's
+dispatch to ``pipeline.commands``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+
+GROUND = {"pipeline", "pipeline.errors", "pipeline.arguments", "pipeline.atomic", "pipeline.preemption"}
+RANK = {"ground": 0, "scaling": 1, "models": 2, "data": 2, "training": 3, "cluster": 4, "experiments": 5,
+        "commands": 6, "cli": 6}
+
+
+def module_name(path: Path) -> str:
+    """``pipeline.x.y`` for ``pipeline/x/y.py`` (a package's ``__init__`` is the package)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> str:
+    """The layer a ``pipeline`` module belongs to."""
+    if module in GROUND:
+        return "ground"
+    parts = module.split(".")
+    if parts[1] not in RANK:
+        raise AssertionError(f"{module} is in no layer: add it to RANK or GROUND in {Path(__file__).name}")
+    return parts[1]
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """Every ``pipeline`` module ``path`` imports, anywhere in the file, with the line."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], base]).strip(".")
+            found.append((node.lineno, base))
+            # `from pipeline.x import y` where y is a module imports pipeline.x.y
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                if (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists() or (
+                    PACKAGE.parent / Path(*sub.split("."))
+                ).is_dir():
+                    found.append((node.lineno, sub))
+    return [(line, name) for line, name in found if name == "pipeline" or name.startswith("pipeline.")]
+
+
+def layer_violations() -> list[str]:
+    """``file:line importer (layer) -> imported (layer)`` for every import against the order."""
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = module_name(path)
+        mine = layer(importer)
+        for line, imported in imports(path):
+            theirs = layer(imported) if imported != "pipeline" else "ground"
+            if mine == theirs:
+                continue
+            if RANK[theirs] > RANK[mine] or (RANK[theirs] == RANK[mine] and mine != theirs):
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line} {importer} ({mine}) -> {imported} ({theirs})")
+    return bad
+
+
+def string_imports() -> list[str]:
+    """Modules loaded by name through importlib outside the CLI's dispatch."""
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if module_name(path) == "pipeline.cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("import_module", "find_spec"):
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} importlib.{node.attr}")
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} __import__")
+    return bad
+
+
+def test_layer_order() -> None:
+    assert layer_violations() == []
+
+
+def test_no_module_loaded_by_name() -> None:
+    assert string_imports() == []
+
+
+def test_command_modules_are_imported_only_by_the_cli() -> None:
+    """Library code never imports a command module: commands are the top, and only the CLI loads them."""
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} -> {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if layer(module_name(path)) not in ("commands", "cli")
+        for line, name in imports(path)
+        if name.startswith("pipeline.commands")
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "allowed"),
+    [("pipeline.models.build", "pipeline.data.stream", False), ("pipeline.training.cli", "pipeline.scaling", True),
+     ("pipeline.scaling.spec", "pipeline.errors", True), ("pipeline.training.x", "pipeline.cluster.y", False)],
+)
+def test_the_rule_itself(importer: str, imported: str, allowed: bool) -> None:
+    """The rule the scan applies: the same layer, or a lower one; models and data are separate."""
+    mine, theirs = layer(importer), layer(imported)
+    ok = mine == theirs or RANK[theirs] < RANK[mine]
+    assert ok is allowed
