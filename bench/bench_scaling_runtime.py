@@ -16,7 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import build_model, count_complexity
+from pipeline.models.build import build_model
+from pipeline.models.complexity import count_complexity
 from pipeline.scaling import resolve_spec
 
 STRATEGIES = ("d", "w", "r", "dwr", "dWr")

@@ -14,18 +14,18 @@ from pipeline import preemption  # standard library only
 from pipeline.errors import PipelineError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("pipeline.training.cli", "train or fine-tune a scaled model (LightningCLI; --help for all keys)"),
-    "validate": ("pipeline.training.cli", "evaluate a checkpoint on the validation split"),
-    "test": ("pipeline.training.cli", "evaluate a checkpoint on the test split"),
+    "fit": ("pipeline.commands.fit", "train or fine-tune a scaled model (LightningCLI; --help for all keys)"),
+    "validate": ("pipeline.commands.fit", "evaluate a checkpoint on the validation split"),
+    "test": ("pipeline.commands.fit", "evaluate a checkpoint on the test split"),
     "complexity": ("pipeline.commands.complexity", "flops/params/activations for variants, φ or strategies"),
     "shards": ("pipeline.commands.shards", "write webdataset shards from a dataset's on-disk format"),
     "results": ("pipeline.commands.results", "table of finished runs' result records"),
     "sweep": ("pipeline.experiments.sweep", "plan and train a scaling study: grid (α, β, γ), scale, transfer"),
     "report": ("pipeline.experiments.report", "report.md + report.html of sweeps: accuracy, cost, growth, runtime"),
     "demo": ("pipeline.experiments.demo", "a miniature study: digits, compound φ = 0,1,2 and dWr at matched flops"),
-    "predict": ("pipeline.training.predict", "write a checkpoint's top-5 predictions on a shard split (JSONL)"),
+    "predict": ("pipeline.commands.predict", "write a checkpoint's top-5 predictions on a shard split (JSONL)"),
     "export": ("pipeline.commands.export", "write a run's network as safetensors + config.json for timm"),
-    "submit": ("pipeline.cluster.submit", "check a SLURM request against its config, then sbatch it"),
+    "submit": ("pipeline.commands.submit", "check a SLURM request against its config, then sbatch it"),
 }
 
 

@@ -8,3 +8,9 @@ class PipelineError(ValueError):
 
     Messages say what was wrong and what to do about it.
     """
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -3,7 +3,7 @@
 Standard library only, so ``pipeline.cli`` (each task) and the in-job launcher (the batch step) install
 the handler before any heavy import: a requeue signal that arrives while a task imports torch or the
 launcher checks the config is recorded instead of killing the process (which SLURM reports as a FAILED
-job, "task 1: User defined signal 1"). :class:`~pipeline.cluster.requeue.RequeueOnSignal` takes the
+job, "task 1: User defined signal 1"). :class:`~pipeline.training.requeue.RequeueOnSignal` takes the
 record over at its first safe point; the launcher acts on it itself before it starts ``srun``.
 """
 

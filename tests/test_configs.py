@@ -38,7 +38,7 @@ def parsed(*configs: Path, overrides: tuple[str, ...] = ()) -> dict:
     """The full config ``pipeline fit --config … OVERRIDES`` would instantiate (typed, links applied)."""
     argv = ["fit", *itertools.chain.from_iterable(("--config", str(c)) for c in configs), *overrides]
     with pytest.raises(Parsed) as done:
-        cli.main(argv, ParseOnly)
+        cli.run_cli(argv, ParseOnly)
     return done.value.config
 
 

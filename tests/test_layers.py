@@ -1,9 +1,9 @@
 """The layer order of ``pipeline/``, kept by an AST scan of every import (inside functions too).
 
-ground (errors, argument parsing, atomic writes, the preemption signal) < scaling < models, data (never each other) < training
-< cluster < experiments < commands (``pipeline.commands``, ``pipeline.cli``). A module may import its own
-layer and any layer below; nothing is loaded by a module-name string (``importlib``) except the CLI's
-dispatch to ``pipeline.commands``.
+ground (errors, argument parsing, atomic writes, the preemption signal) < scaling < models, data (never
+each other) < training < cluster < experiments < commands (``pipeline.commands``, ``pipeline.cli``). A
+module may import its own layer and any layer below; nothing is loaded by a module-name string
+(``importlib``) except the CLI's dispatch to ``pipeline.commands``.
 """
 
 from __future__ import annotations
@@ -76,16 +76,29 @@ def layer_violations() -> list[str]:
 
 
 def string_imports() -> list[str]:
-    """Modules loaded by name through importlib outside the CLI's dispatch."""
+    """``pipeline`` modules loaded by name (importlib, ``__import__``) outside the CLI's dispatch.
+
+    A call is flagged when its argument is a ``pipeline…`` string or the file holds one as a constant;
+    ``TimmCall.build`` importing the timm module an exported ``config.json`` names is not a pipeline module.
+    """
     bad = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if module_name(path) == "pipeline.cli":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in ("import_module", "find_spec"):
-                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} importlib.{node.attr}")
-            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
-                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} __import__")
+        tree = ast.parse(path.read_text())
+        names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        names_pipeline = any(v.startswith("pipeline.") and " " not in v for v in names)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called not in ("import_module", "find_spec", "__import__"):
+                continue
+            arg = node.args[0] if node.args else None
+            literal = isinstance(arg, ast.Constant) and str(arg.value).startswith("pipeline")
+            if literal or names_pipeline:
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {called}")
     return bad
 
 

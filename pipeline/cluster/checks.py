@@ -7,35 +7,16 @@ immediate refusal instead of a job that hangs until its time limit.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
 import socket
 import subprocess
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.scaling import ScaleSpec
-from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
-from pipeline.training.rundir import RunOptions, run_dir
+from pipeline.training.config import ResolvedRun
 
 # Set from the allocation by the launcher; a second value on the command line would disagree with it.
 ALLOCATION_KEYS = ("--trainer.num_nodes", "--trainer.devices", "--trainer.accelerator", "--ckpt_path")
-
-
-@dataclass(frozen=True)
-class ResolvedRun:
-    """A training config as the training CLI resolves it, with its scaling spec and run directory."""
-
-    config: dict[str, Any]
-    spec: ScaleSpec
-    run_dir: Path
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -98,40 +79,6 @@ def check_scontrol(job_id: str | None = None) -> None:
     if " Requeue=0 " in f" {done.stdout} ":
         raise PipelineError(f"requeue is on but job {job_id} is not requeueable: submit with --requeue "
                             "(or set CLUSTER_REQUEUE=0 to only checkpoint on the signal)")
-
-
-def parse_config(config: str, overrides: list[str]) -> dict[str, Any]:
-    """The fully resolved config of ``pipeline fit --config <config> <overrides>``; nothing is instantiated.
-
-    Runs the training CLI in-process with ``--print_config`` (parse and validate, then exit), so the
-    check is exactly what ``pipeline fit`` would accept.
-    """
-    from pipeline.training import cli  # the training stack: imported only when a check needs it
-
-    if not Path(config).is_file():
-        raise PipelineError(f"config {config} not found (relative paths are from {Path.cwd()})")
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cli.main(["fit", "--config", config, *overrides, "--print_config"])
-    except SystemExit as done:
-        if done.code not in (0, None):
-            raise PipelineError(f"pipeline fit rejected {config} (exit status {done.code})") from None
-    except PipelineError as err:
-        raise PipelineError(f"{config}: {err}") from None
-    return yaml.safe_load(printed.getvalue())
-
-
-def resolve_run(config: str, overrides: list[str]) -> ResolvedRun:
-    """Parse the config, resolve its scaling spec and its run directory (PipelineError for either)."""
-    resolved = parse_config(config, overrides)
-    try:
-        spec = resolve_spec(**{k: v for k, v in resolved["model"].items() if k in SPEC_KEYS})
-        directory = run_dir(RunOptions(**resolved["run"]), spec)
-    except PipelineError as err:
-        raise PipelineError(f"{config}: {err}") from None
-    return ResolvedRun(resolved, spec, directory)
 
 
 def check_shards(resolved: ResolvedRun) -> None:

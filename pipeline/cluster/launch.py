@@ -1,7 +1,7 @@
 """The in-job launcher behind ``slurm/*.sbatch``: re-check the request, pick the run directory, exec ``srun``.
 
-``python -m pipeline.cluster.launch train <config.yaml> [overrides…]`` (train.sbatch) or
-``python -m pipeline.cluster.launch array <manifest.json> [overrides…]`` (array.sbatch, one entry per
+``python -m pipeline.commands.launch train <config.yaml> [overrides…]`` (train.sbatch) or
+``python -m pipeline.commands.launch array <manifest.json> [overrides…]`` (array.sbatch, one entry per
 ``SLURM_ARRAY_TASK_ID``). It runs as the batch step and replaces itself with::
 
     srun --kill-on-bad-exit=1 python -m pipeline.cli fit --config C [overrides…] [run dir]
@@ -14,25 +14,22 @@ so ``num_nodes`` / ``devices`` come from the allocation only, and a requeued sta
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import preemption
 from pipeline.cluster.checks import (
     check_cpus_per_task,
     check_overrides,
     check_scontrol,
     check_shards,
     check_tasks_per_node,
-    resolve_run,
 )
-from pipeline.cluster.manifest import read_manifest
+from pipeline.cluster.run_manifest import read_manifest
 from pipeline.errors import PipelineError
-from pipeline.preemption import REQUEUE_ENV, SIGNAL_ENV, requeue_enabled, requeue_job, requeue_signal
+from pipeline.preemption import requeue_enabled, requeue_job, requeue_signal
+from pipeline.training.config import resolve_run
 
 # Inherited from the submitting shell they would point every node at the wrong rendezvous;
 # Lightning's SLURMEnvironment derives both from the job (first node, port from the job id).
@@ -123,7 +120,7 @@ def task_env(job: Job, env: dict[str, str]) -> dict[str, str]:
 def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
     """Check the request inside the job and return (srun command, its environment, run directory)."""
     if len(argv) < 2 or argv[0] not in ("train", "array"):
-        raise PipelineError("usage: python -m pipeline.cluster.launch train <config.yaml> [overrides…] | "
+        raise PipelineError("usage: python -m pipeline.commands.launch train <config.yaml> [overrides…] | "
                             "array <manifest.json> [overrides…]")
     mode, target, extra = argv[0], argv[1], argv[2:]
     job = Job.from_env(env)
@@ -165,26 +162,3 @@ def stop_before_training(env: dict[str, str]) -> int:
         return 1
     print(f"pipeline launch: {name} before training started: requeued SLURM job {env['SLURM_JOB_ID']}", flush=True)
     return 0
-
-
-def main(argv: list[str]) -> int:
-    """Check, record the job in the run directory's ``slurm.log``, then exec ``srun`` (never returns)."""
-    sig = preemption.install()  # first: the checks below take seconds (they import the training stack)
-    try:
-        cmd, env, directory = prepare(argv, dict(os.environ))
-    except PipelineError as err:
-        print(f"pipeline launch: error: {err}", file=sys.stderr, flush=True)
-        return 2
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "slurm.log", "a") as log:  # which jobs and attempts trained this run
-        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} job {env['SLURM_JOB_ID']} "
-                  f"restart {env.get('SLURM_RESTART_COUNT', '0')} nodes {env.get('SLURM_JOB_NODELIST')} "
-                  f"requeue {env.get(REQUEUE_ENV, '1')} signal {env.get(SIGNAL_ENV, 'USR1')}\n")
-    print(f"pipeline launch: {socket.gethostname()} run {directory}\n  {' '.join(cmd)}", flush=True)
-    if sig is not None and preemption.received(sig):
-        return stop_before_training(env)
-    os.execvpe(cmd[0], cmd, env)  # srun installs its own handlers (it forwards the signal to the tasks)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

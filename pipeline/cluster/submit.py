@@ -1,17 +1,5 @@
-"""``pipeline submit``: check a SLURM request against its config, then ``sbatch`` it and print the job id.
-
-One run::
-
-    pipeline submit --config configs/x.yaml --nodes 2 --gpus-per-node 4 [-- pipeline fit overrides…]
-
-A run manifest as a job array (only runs without ``result.json``, at most K at once)::
-
-    pipeline submit --manifest runs/sweep/manifest.json --max-parallel 4 [-- overrides for every run…]
-
-Every check runs before ``sbatch`` (and again inside the job): the config parses through the training
-CLI, one task per GPU, the shards are visible, enough CPUs per task for the loader workers
-(``--cpus-per-task`` defaults to ``data.num_workers`` + 1), ``scontrol`` exists when requeue is on.
-``--dry-run`` prints the ``sbatch`` command instead of running it (it needs no SLURM command here).
+"""Submitting to SLURM: every check of a request before ``sbatch`` (again inside the job), then one ``sbatch`` call
+(a run through ``slurm/train.sbatch`` or a run manifest as a job array through ``slurm/array.sbatch``).
 """
 
 from __future__ import annotations
@@ -26,7 +14,6 @@ import time
 from pathlib import Path
 
 from pipeline.cluster.checks import (
-    ResolvedRun,
     check_cpus_per_task,
     check_overrides,
     check_scontrol,
@@ -34,53 +21,15 @@ from pipeline.cluster.checks import (
     check_tasks_per_node,
     check_time_limit,
     cpus_needed,
-    resolve_run,
 )
 from pipeline.cluster.launch import run_dir_overrides
-from pipeline.cluster.manifest import index_ranges, pending, read_manifest
+from pipeline.cluster.run_manifest import index_ranges, pending, read_manifest
 from pipeline.errors import PipelineError
 from pipeline.preemption import REQUEUE_ENV, SIGNAL_ENV, parse_signal
+from pipeline.training.config import ResolvedRun, resolve_run
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 SETUP_ENV = "CLUSTER_SETUP"  # sourced by slurm/*.sbatch before Python
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``pipeline submit`` options; overrides for ``pipeline fit`` follow a ``--``."""
-    p = argparse.ArgumentParser(
-        prog="pipeline submit", description=__doc__.split("\n\n")[0],
-        usage="pipeline submit (--config CFG | --manifest FILE) [options] [-- pipeline fit overrides…]",
-    )
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--config", help="training config: one run through slurm/train.sbatch")
-    what.add_argument("--manifest", help="run manifest (JSON): a job array through slurm/array.sbatch")
-    p.add_argument("--nodes", type=int, default=1, help="nodes per run (default 1)")
-    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; 0 = CPU-only (gloo)")
-    p.add_argument("--ntasks-per-node", type=int, help="tasks per node (default: one per GPU, or 1 on CPU)")
-    p.add_argument("--cpus-per-task", type=int,
-                   help="CPUs per task (also the tasks' OMP_NUM_THREADS; default and minimum: data.num_workers + 1)")
-    p.add_argument("--time", help="time limit, e.g. 04:00:00")
-    p.add_argument("--partition", help="SLURM partition")
-    p.add_argument("--job-name", help="job name (default: the run name or the manifest's name)")
-    p.add_argument("--max-parallel", type=int, default=4, help="array runs at once (%%K; default 4)")
-    p.add_argument("--signal", default=os.environ.get(SIGNAL_ENV, "USR1"),
-                   help="requeue signal sent to the tasks before the time limit: USR1 (default) or USR2")
-    p.add_argument("--signal-lead", type=int, default=120, help="seconds before the time limit (default 120)")
-    p.add_argument("--no-requeue", action="store_true", help="on the signal only checkpoint and stop")
-    p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
-                   help="extra sbatch option, e.g. --sbatch-arg=--account=abc (repeatable)")
-    p.add_argument("--setup", default=os.environ.get(SETUP_ENV), metavar="FILE",
-                   help=f"shell file the job sources before Python: module loads, conda activate (${SETUP_ENV})")
-    p.add_argument("--dry-run", action="store_true", help="check, then print the sbatch command instead")
-    return p
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``[options…, "--", overrides…]`` → (options, overrides)."""
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1:]
-    return argv, []
 
 
 def check_run(config: str, overrides: list[str]) -> ResolvedRun:
@@ -90,10 +39,9 @@ def check_run(config: str, overrides: list[str]) -> ResolvedRun:
     return resolved
 
 
-def main(argv: list[str]) -> int:
-    """Check the request, then submit it (or print the command with ``--dry-run``); print the job id."""
-    options, overrides = split_overrides(argv[1:])
-    args = build_parser().parse_args(options)
+def submit(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Check the request (``pipeline submit``'s parsed options), then ``sbatch`` it (or print the command with
+    ``args.dry_run``); print the job id."""
     tasks = args.ntasks_per_node if args.ntasks_per_node is not None else max(args.gpus_per_node, 1)
     if (args.nodes < 1 or args.gpus_per_node < 0 or args.max_parallel < 1 or args.signal_lead < 0
             or (args.cpus_per_task is not None and args.cpus_per_task < 1)):

@@ -11,7 +11,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``pipeline export``."""
     p = OneLineParser(prog="pipeline export", description=(
         "Write a run's network as model.safetensors + config.json (timm's hub format plus the timm generator "
-        "call), loadable with timm alone; see pipeline/models/export.py for the loading snippet."))
+        "call), loadable with timm alone; see pipeline/training/export.py for the loading snippet."))
     p.add_argument("source", help="a run directory (its checkpoints/best.ckpt) or a .ckpt file")
     p.add_argument("--out", default=None, help="output folder (default: <run dir>/export)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run ``pipeline export``; ``argv[0]`` is the command name."""
     args = parser().parse_args(argv[1:])
-    from pipeline.models.export import export
+    from pipeline.training.export import export
 
     folder = export(args.source, args.out, ema=args.ema)
     print(f"exported {'EMA' if args.ema else 'raw'} weights to {folder}/model.safetensors + config.json")

@@ -4,7 +4,7 @@ Every sweep kind (grid, scale, transfer) ends here: a list of *points* (the mode
 run, plus any other per-run overrides) on top of one training config. Planning parses that config once
 through the training CLI (exactly what ``pipeline fit`` accepts), resolves each point's ``ScaleSpec``
 with the same ``resolve_spec``, counts flops / params / acts of the built net (``count_complexity``) and
-prices the sweep. The result is a run manifest (``pipeline.cluster.manifest``): the one format that the
+prices the sweep. The result is a run manifest (``pipeline.cluster.run_manifest``): the one format that the
 local runner and the SLURM job array both execute.
 """
 
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster.checks import resolve_run
-from pipeline.cluster.manifest import RunEntry
+from pipeline.cluster.run_manifest import RunEntry
 from pipeline.errors import PipelineError
 from pipeline.scaling import ScaleSpec, resolve_spec
 from pipeline.scaling.compound import flops_factor
 from pipeline.scaling.spec import SPEC_KEYS
+from pipeline.training.config import resolve_run
 from pipeline.training.rundir import run_name
 
 # The keys that pick how a spec is made: every run sets all of them (null where unused), so a value in the

@@ -36,7 +36,7 @@ from typing import Any
 from pipeline.arguments import OneLineParser, number_list
 from pipeline.atomic import atomic_write_json
 from pipeline.cluster.launch import run_dir_overrides
-from pipeline.cluster.manifest import RunEntry, read_manifest, write_manifest
+from pipeline.cluster.run_manifest import RunEntry, read_manifest, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plan import MANIFEST_FILE, SWEEP_FILE, Point, SweepPlan, check_finite, cost_lines, plan_sweep

@@ -1,4 +1,5 @@
-"""Checkpoint I/O: atomic saves (temp file + fsync + rename) and safe loads (``weights_only=True``).
+"""Checkpoints: atomic saves (temp file + fsync + rename), the one safe loader (``weights_only=True``), and what
+a checkpoint holds (the network's spec, its raw or EMA weights), for resume, fine-tuning, export and predict.
 
 Lightning's own ``TorchCheckpointIO`` serialises into memory and then writes the target in place, so
 a preemption mid-write leaves a truncated ``last.ckpt``; here the previous file survives any failed
@@ -16,15 +17,16 @@ from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.checkpoint_io import CheckpointIO
+from torch import Tensor
 
 from pipeline.atomic import atomic_write
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
+from pipeline.scaling import ScaleSpec
+from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
+from pipeline.training.rundir import CHECKPOINT_DIR
 
-
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a Lightning checkpoint with ``torch.load(weights_only=True)``."""
-    with open(path, "rb") as f:
-        return torch.load(f, map_location=map_location, weights_only=True)
+DEFAULT_CHECKPOINT = "best.ckpt"  # the weights a run reports (chosen by run.monitor); last.ckpt is for resuming
+MODEL_PREFIX, EMA_PREFIX = "model.", "ema.module."  # ScaledClassifier's state-dict prefixes
 
 
 def _unpickling_reason(err: pickle.UnpicklingError) -> str:
@@ -38,18 +40,20 @@ def _unpickling_reason(err: pickle.UnpicklingError) -> str:
     return reason.split(". Please use")[0].rstrip(".")
 
 
-def read_checkpoint_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)``; pickled code, foreign objects or an unreadable file are a
-    one-line PipelineError (``mmap=True``: checks a large checkpoint for the cost of its pickle header)."""
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", *, mmap: bool = False) -> Any:
+    """The one checkpoint loader: ``torch.load(path, weights_only=True)``.
+
+    Pickled code, foreign objects or an unreadable file are a one-line PipelineError (``mmap=True``: checks a
+    large checkpoint for the cost of its pickle header).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise PipelineError(
             f"checkpoint {path} is refused by weights_only loading ({_unpickling_reason(err)}): "
             "only checkpoints of tensors and plain values load, never pickled code or objects") from None
     except (RuntimeError, EOFError, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"checkpoint {path} cannot be read: {reason}") from None
+        raise PipelineError(f"checkpoint {path} cannot be read: {first_line(err)}") from None
 
 
 class AtomicCheckpointIO(CheckpointIO):
@@ -79,3 +83,44 @@ class AtomicCheckpointIO(CheckpointIO):
     def remove_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Delete ``path`` if it exists."""
         Path(path).unlink(missing_ok=True)
+
+
+def checkpoint_path(source: str | Path) -> Path:
+    """The checkpoint ``source`` names: a file, or a run directory's ``checkpoints/best.ckpt``."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / CHECKPOINT_DIR / DEFAULT_CHECKPOINT
+        if not path.is_file():
+            raise PipelineError(f"{source} has no {CHECKPOINT_DIR}/{DEFAULT_CHECKPOINT}: is it a finished run "
+                                "directory? (or pass a .ckpt path, e.g. its last.ckpt)")
+    elif not path.is_file():
+        raise PipelineError(f"checkpoint {source} does not exist (give a run directory or a .ckpt file)")
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint loaded with ``weights_only=True``; pickled code or foreign objects are a PipelineError."""
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise PipelineError(f"{path} is not a checkpoint of this pipeline (no state_dict / hyper_parameters)")
+    return checkpoint
+
+
+def checkpoint_spec(checkpoint: dict[str, Any], path: Path) -> tuple[ScaleSpec, int, int]:
+    """``(spec, num_classes, in_chans)`` of the network a checkpoint holds, from its saved hyper-parameters."""
+    hparams = checkpoint["hyper_parameters"]
+    try:
+        spec = resolve_spec(**{k: hparams[k] for k in SPEC_KEYS if k in hparams})
+    except PipelineError as err:
+        raise PipelineError(f"{path}: its saved model keys do not resolve ({err})") from None
+    return spec, int(hparams.get("num_classes", 1000)), int(hparams.get("in_chans", 3))
+
+
+def checkpoint_state(checkpoint: dict[str, Any], ema: bool, path: Path) -> dict[str, Tensor]:
+    """The network's weights in a checkpoint: the EMA copy (``ema=True``) or the raw model's."""
+    prefix = EMA_PREFIX if ema else MODEL_PREFIX
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if not state:
+        hint = "; use --model.init_ema false / --no-ema for the raw weights" if ema else ""
+        raise PipelineError(f"{path} has no {'EMA ' if ema else ''}weights ({prefix}* keys){hint}")
+    return state

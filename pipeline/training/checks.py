@@ -20,7 +20,7 @@ from timm.optim import list_optimizers
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.training.checkpoint import read_checkpoint_safely
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loggers import BEST_KEYS
 from pipeline.training.recipe import Recipe, build_optimizer, build_scheduler
 
@@ -88,7 +88,7 @@ def check_checkpoint(path: Path) -> None:
     """
     if not path.is_file():
         raise PipelineError(f"checkpoint {path} does not exist (ckpt_path must be a file, or `last` to resume)")
-    read_checkpoint_safely(path, mmap=True)
+    load_checkpoint(path, mmap=True)
 
 
 def check_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> None:

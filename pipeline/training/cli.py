@@ -1,4 +1,4 @@
-"""``pipeline fit|validate|test``: LightningCLI over ScaledClassifier and ShardDataModule.
+"""The training CLI: LightningCLI over ScaledClassifier and ShardDataModule (``pipeline fit|validate|test|predict``).
 
 Beyond plain LightningCLI this adds the ``run.*`` keys (run directory, sweep, name), derives the data
 resolution from the scaling spec, validates the whole config before any process group starts, and
@@ -7,7 +7,6 @@ gives every run its loggers (W&B offline + CSV), atomic checkpoints (last + best
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -46,6 +45,7 @@ from pipeline.training.guards import NonFiniteError, NonFiniteGuard
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.recipe import Recipe
+from pipeline.training.requeue import RequeueOnSignal
 from pipeline.training.result import git_commit, write_result
 from pipeline.training.rundir import (
     CHECKPOINT_DIR,
@@ -57,8 +57,6 @@ from pipeline.training.rundir import (
     wandb_run_id,
 )
 from pipeline.training.syncbn import check_sync_batchnorm, layer_sync_plugins
-
-REQUEUE_MODULE = "pipeline.cluster.requeue"  # the SLURM engineer's requeue-on-signal callback
 
 
 def spec_resolution(*values: Any) -> int:
@@ -87,13 +85,6 @@ def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
         ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max", save_top_k=1,
                         enable_version_counter=False),
     ]
-
-
-def _requeue_callbacks() -> list[Callback]:
-    """Under a SLURM batch job, the cluster package's requeue-on-signal callback (if that package has it)."""
-    if "SLURM_JOB_ID" not in os.environ or importlib.util.find_spec(REQUEUE_MODULE) is None:
-        return []
-    return [importlib.import_module(REQUEUE_MODULE).RequeueOnSignal()]
 
 
 class RunConfig(SaveConfigCallback):
@@ -191,7 +182,7 @@ class PipelineCLI(LightningCLI):
         trainer_config = self.config_init[self.subcommand].trainer
         trainer_config.callbacks = [*(trainer_config.callbacks or []), *checkpoint_callbacks(
             self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, NonFiniteGuard(),
-            *_requeue_callbacks()]
+            *([RequeueOnSignal()] if "SLURM_JOB_ID" in os.environ else [])]  # under a SLURM batch job
         plugins = trainer_config.plugins or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO(),
                    *layer_sync_plugins(config.trainer.sync_batchnorm)]
@@ -235,7 +226,7 @@ class PipelineCLI(LightningCLI):
         write_result(self.directory, record)
 
 
-def main(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:
+def run_cli(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:
     """Run ``argv`` = [fit|validate|test, options…]; config mistakes raise PipelineError (one line, exit 2).
 
     ``cli_class`` lets the config tests parse with this exact setup and stop before the classes exist.

@@ -20,59 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
-from pipeline.models import build_model
+from pipeline.errors import PipelineError, first_line
+from pipeline.models.build import build_model
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
-from pipeline.training.checkpoint import read_checkpoint_safely
-from pipeline.training.rundir import CHECKPOINT_DIR
+from pipeline.training.checkpoint import checkpoint_path, checkpoint_spec, checkpoint_state, read_checkpoint
 
 TIMM_PREFIX = "timm:"
-DEFAULT_CHECKPOINT = "best.ckpt"
 # ScaleSpec fields that may differ between source and target: regularisation, not architecture
 REGULARISERS = ("dropout", "drop_path")
-MODEL_PREFIX, EMA_PREFIX = "model.", "ema.module."
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def checkpoint_path(source: str | Path) -> Path:
-    """The checkpoint ``source`` names: a file, or a run directory's ``checkpoints/best.ckpt``."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / CHECKPOINT_DIR / DEFAULT_CHECKPOINT
-        if not path.is_file():
-            raise PipelineError(f"{source} has no {CHECKPOINT_DIR}/{DEFAULT_CHECKPOINT}: is it a finished run "
-                                "directory? (or pass a .ckpt path, e.g. its last.ckpt)")
-    elif not path.is_file():
-        raise PipelineError(f"checkpoint {source} does not exist (give a run directory or a .ckpt file)")
-    return path
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint loaded with ``weights_only=True``; pickled code or foreign objects are a PipelineError."""
-    checkpoint = read_checkpoint_safely(path)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise PipelineError(f"{path} is not a checkpoint of this pipeline (no state_dict / hyper_parameters)")
-    return checkpoint
-
-
-def checkpoint_spec(checkpoint: dict[str, Any], path: Path) -> tuple[ScaleSpec, int, int]:
-    """``(spec, num_classes, in_chans)`` of the network a checkpoint holds, from its saved hyper-parameters."""
-    hparams = checkpoint["hyper_parameters"]
-    try:
-        spec = resolve_spec(**{k: hparams[k] for k in SPEC_KEYS if k in hparams})
-    except PipelineError as err:
-        raise PipelineError(f"{path}: its saved model keys do not resolve ({err})") from None
-    return spec, int(hparams.get("num_classes", 1000)), int(hparams.get("in_chans", 3))
 
 
 def spec_overrides(hparams: dict[str, Any]) -> str:
@@ -93,16 +53,6 @@ def check_same_network(source: ScaleSpec, source_chans: int, target: ScaleSpec, 
     if diff:
         raise PipelineError(f"the requested model is not the network of {where} (source vs requested: "
                             f"{'; '.join(diff)}); request it with: {hint}")
-
-
-def checkpoint_state(checkpoint: dict[str, Any], ema: bool, path: Path) -> dict[str, Tensor]:
-    """The network's weights in a checkpoint: the EMA copy (``ema=True``) or the raw model's."""
-    prefix = EMA_PREFIX if ema else MODEL_PREFIX
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    if not state:
-        hint = "; use --model.init_ema false / --no-ema for the raw weights" if ema else ""
-        raise PipelineError(f"{path} has no {'EMA ' if ema else ''}weights ({prefix}* keys){hint}")
-    return state
 
 
 def head_keys(model: nn.Module) -> set[str]:
@@ -131,7 +81,7 @@ def _timm_weights(name: str, spec: ScaleSpec, in_chans: int) -> dict[str, Tensor
         model = timm.create_model(name, pretrained=True, in_chans=in_chans)
     except (OSError, RuntimeError) as err:  # huggingface_hub's offline errors are OSErrors
         raise PipelineError(f"cannot fetch timm's pretrained weights for {name} (no hub access? "
-                            f"{_first_line(err)}); no run starts from random weights in their place") from None
+                            f"{first_line(err)}); no run starts from random weights in their place") from None
     return model.state_dict()
 
 

@@ -14,11 +14,12 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from pipeline.errors import PipelineError
-from pipeline.models import Complexity, build_model, count_complexity
+from pipeline.models.build import build_model
+from pipeline.models.complexity import Complexity, count_complexity
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
-from pipeline.scaling.spec import resolve_spec
+from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
 from pipeline.training.finetune import backbone_eval, freeze_backbone, initial_weights, load_backbone
 from pipeline.training.recipe import (
     Recipe,
@@ -77,11 +78,8 @@ class ScaledClassifier(pl.LightningModule):
         # the loggers get the resolved config from RunSummary instead: these raw init args would
         # overwrite its keys (``strategy`` here is the Dollár argument, None for a compound run)
         self.save_hyperparameters(logger=False)
-        self.spec: ScaleSpec = resolve_spec(
-            base=base, variant=variant, phi=phi, alpha=alpha, beta=beta, gamma=gamma, strategy=strategy,
-            scale=scale, fast_alpha=fast_alpha, base_resolution=base_resolution, resolution=resolution,
-            dropout=dropout, drop_path=drop_path,
-        )
+        # the scaling arguments above are resolve_spec's, names and defaults (tests/training/test_module.py)
+        self.spec: ScaleSpec = resolve_spec(**{k: self.hparams[k] for k in SPEC_KEYS})
         self.recipe = recipe or Recipe()
         self.recipe.check()
         self.model = build_model(self.spec, num_classes=num_classes, in_chans=in_chans)
@@ -112,6 +110,10 @@ class ScaledClassifier(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """Logits of the raw (non-EMA) network."""
         return self.model(images.contiguous(memory_format=self.memory_format))
+
+    def forward_ema(self, images: Tensor) -> Tensor:
+        """Logits of the EMA weights (the module must keep an EMA)."""
+        return self.ema.module(images.contiguous(memory_format=self.memory_format))
 
     def train(self, mode: bool = True) -> ScaledClassifier:
         """Lightning's mode switch; a linear probe keeps its frozen backbone (BatchNorm statistics) in eval mode."""
@@ -208,7 +210,7 @@ class ScaledClassifier(pl.LightningModule):
         acc.update(logits, labels)
         self.log_dict(acc, on_epoch=True, batch_size=n)
         if self.ema is not None:
-            acc_ema.update(self.ema.module(images.contiguous(memory_format=self.memory_format)), labels)
+            acc_ema.update(self.forward_ema(images), labels)
             self.log_dict(acc_ema, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -225,8 +227,7 @@ class ScaledClassifier(pl.LightningModule):
         k = min(5, self.hparams.num_classes)
         out = {"key": list(keys), "label": labels.tolist(), "top5": self(images).topk(k).indices.tolist()}
         if self.ema is not None:
-            logits = self.ema.module(images.contiguous(memory_format=self.memory_format))
-            out["top5_ema"] = logits.topk(k).indices.tolist()
+            out["top5_ema"] = self.forward_ema(images).topk(k).indices.tolist()
         return out
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from pipeline.cluster.requeue import RequeueOnSignal  # noqa: E402
+from pipeline.training.requeue import RequeueOnSignal  # noqa: E402
 
 
 class Tiny(LightningModule):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from pipeline import preemption
-from pipeline.cluster.requeue import RequeueOnSignal
 from pipeline.errors import PipelineError
 from pipeline.preemption import parse_signal
+from pipeline.training.requeue import RequeueOnSignal
 
 SCRIPT = Path(__file__).with_name("signal_run.py")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.cluster.manifest import RunEntry, write_manifest
+from pipeline.cluster.run_manifest import RunEntry, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster.manifest import read_manifest
+from pipeline.cluster.run_manifest import read_manifest
 from pipeline.errors import PipelineError
 from pipeline.experiments import sweep
 from pipeline.experiments.plan import Point, plan_sweep

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.models import Complexity, build_model, count_complexity
+from pipeline.models.build import build_model
+from pipeline.models.complexity import Complexity, count_complexity
 from pipeline.scaling import resolve_spec
 
 B0 = Complexity(flops=385_825_092, params=5_288_548, acts=6_748_036)

@@ -236,7 +236,7 @@ def test_e_signal_during_start_up_requeues_and_completes(slurm_cluster, shards: 
     job = slurm_cluster.sbatch("-N2", "--ntasks-per-node=1", "--cpus-per-task=1", f"--export=ALL,CLUSTER_SETUP={setup}",
                                TRAIN, DEMO, *small(shards), "--trainer.max_epochs", "1", cwd=tmp_path)
     log = tmp_path / f"slurm-train-{job}.out"
-    catching(job, "pipeline.cluster.launch", 1, timeout=120)
+    catching(job, "pipeline.commands.launch", 1, timeout=120)
     slurm_cluster.run("scancel", "-b", "--signal=USR1", str(job))  # the batch step only: no srun step yet
     wait_for(log, f"pipeline launch: SIGUSR1 before training started: requeued SLURM job {job}", 1, timeout=120)
     catching(job, "pipeline.cli", 2, timeout=120)  # both tasks of the second start, still importing torch

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.training.checkpoint import AtomicCheckpointIO
 from pipeline.training.recipe import Recipe
 
@@ -31,7 +32,7 @@ def test_loads_are_weights_only(tmp_path: Path) -> None:
     io = AtomicCheckpointIO()
     path = tmp_path / "evil.ckpt"
     torch.save({"obj": Unlisted()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(PipelineError, match=r"refused by weights_only loading \(Unsupported global: .*Unlisted"):
         io.load_checkpoint(path)
     with pytest.raises(ValueError, match="weights_only=False"):
         io.load_checkpoint(path, weights_only=False)

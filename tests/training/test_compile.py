@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.models import Complexity, count_complexity
+from pipeline.models.complexity import Complexity, count_complexity
 from pipeline.training.module import ScaledClassifier
 from tests.training.conftest import DEMO_CONFIG, run_pipeline
 

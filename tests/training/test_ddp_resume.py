@@ -71,7 +71,7 @@ def runs(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     fit(digits, root, "whole")
     # the same command twice, as a requeued job runs it: the signal comes once, at step STOP
     stop = ["--trainer.callbacks+", json.dumps({"class_path": f"{__name__}.SignalAtStep", "init_args": {"step": STOP}}),
-            "--trainer.callbacks+", "pipeline.cluster.requeue.RequeueOnSignal"]
+            "--trainer.callbacks+", "pipeline.training.requeue.RequeueOnSignal"]
     fit(digits, root, "resumed", *stop)
     resumed = root / "demo" / "resumed"
     first = load_checkpoint(resumed / "checkpoints" / "last.ckpt")

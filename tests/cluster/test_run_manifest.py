@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster.manifest import RunEntry, index_ranges, pending, read_manifest, write_manifest
+from pipeline.cluster.run_manifest import (
+    LEGACY_RUN_MANIFEST_FILE,
+    RUN_MANIFEST_FILE,
+    RunEntry,
+    index_ranges,
+    pending,
+    read_manifest,
+    run_manifest_path,
+    write_manifest,
+)
 from pipeline.errors import PipelineError
 
 
@@ -42,3 +51,15 @@ def test_bad_manifests(tmp_path: Path, text: str, message: str) -> None:
         read_manifest(path)
     with pytest.raises(PipelineError, match="not found"):
         read_manifest(tmp_path / "missing.json")
+
+
+def test_a_sweep_directory_keeps_the_manifest_file_it_has(tmp_path: Path) -> None:
+    """New sweep directories get run_manifest.json; one made before the rename keeps (and resumes from) its
+    manifest.json, and a directory never reads the legacy file once the new one exists."""
+    assert run_manifest_path(tmp_path) == tmp_path / RUN_MANIFEST_FILE == tmp_path / "run_manifest.json"
+    runs = [RunEntry("c.yaml", str(tmp_path / "r"))]
+    write_manifest(tmp_path / LEGACY_RUN_MANIFEST_FILE, runs)
+    assert run_manifest_path(tmp_path) == tmp_path / "manifest.json"
+    assert read_manifest(run_manifest_path(tmp_path)) == runs
+    write_manifest(tmp_path / RUN_MANIFEST_FILE, [])
+    assert run_manifest_path(tmp_path) == tmp_path / "run_manifest.json"

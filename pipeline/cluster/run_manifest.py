@@ -1,4 +1,5 @@
-"""Run manifests: the list of runs a job array trains, one array task per entry.
+"""Run manifests: the list of runs a job array trains, one array task per entry (not a dataset's shard manifest,
+:mod:`pipeline.data.shard_manifest`).
 
 A manifest is JSON: ``{"runs": [{"config": …, "overrides": […], "run_dir": …}, …]}``. Relative paths
 are relative to the directory ``sbatch`` is called from (the job's working directory). A run is
@@ -15,6 +16,18 @@ from pathlib import Path
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import PipelineError
 from pipeline.training.result import RESULT_FILE
+
+RUN_MANIFEST_FILE = "run_manifest.json"  # a sweep directory's run manifest
+LEGACY_RUN_MANIFEST_FILE = "manifest.json"  # its name before 2026-12: sweep directories made then still resume
+
+
+def run_manifest_path(directory: str | Path) -> Path:
+    """The run manifest of sweep ``directory``: the legacy ``manifest.json`` where only that exists, else
+    ``run_manifest.json`` (kept in place, so an old sweep directory never holds two manifests)."""
+    directory = Path(directory)
+    legacy = directory / LEGACY_RUN_MANIFEST_FILE
+    current = directory / RUN_MANIFEST_FILE
+    return legacy if legacy.is_file() and not current.is_file() else current
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from pipeline.atomic import atomic_write, atomic_write_text
 from pipeline.models.build import timm_call
-from pipeline.training.finetune import checkpoint_path, checkpoint_spec, checkpoint_state, read_checkpoint
+from pipeline.training.checkpoint import checkpoint_path, checkpoint_spec, checkpoint_state, read_checkpoint
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 # generator arguments that describe the build rather than the network (not model_args of a registered name)
