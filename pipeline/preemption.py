@@ -75,13 +75,26 @@ def received(sig: int) -> bool:
     return sig in _received
 
 
-def requeue_job(job_id: str) -> str | None:
-    """``scontrol requeue <job_id>``: None when SLURM took it, else the one-line reason it failed.
+def job_to_requeue(env: Mapping[str, str] = os.environ) -> str:
+    """The id ``scontrol requeue`` needs for this job alone: ``<array job id>_<task id>`` for an array task.
+
+    An array's first task has ``SLURM_JOB_ID`` equal to the array's id, and ``scontrol requeue <array id>``
+    requeues every task of the array, running or finished (Lightning-AI/pytorch-lightning#15022).
+    """
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
+
+
+def requeue_job(env: Mapping[str, str] = os.environ) -> str | None:
+    """``scontrol requeue`` this job (an array task alone): None when SLURM took it, else the one-line reason
+    it failed.
 
     SLURM then SIGTERMs every process of the job (SIGKILL after KillWait) and starts it again later.
     """
     try:
-        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(["scontrol", "requeue", job_to_requeue(env)], capture_output=True, text=True,
+                              timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         return str(err)
     return "; ".join(done.stderr.strip().splitlines()) if done.returncode else None

@@ -28,7 +28,7 @@ from pipeline.cluster.checks import (
 )
 from pipeline.cluster.run_manifest import read_manifest
 from pipeline.errors import PipelineError
-from pipeline.preemption import requeue_enabled, requeue_job, requeue_signal
+from pipeline.preemption import job_to_requeue, requeue_enabled, requeue_job, requeue_signal
 from pipeline.training.config import resolve_run
 
 # Inherited from the submitting shell they would point every node at the wrong rendezvous;
@@ -155,10 +155,10 @@ def stop_before_training(env: dict[str, str]) -> int:
     if not requeue_enabled(env):
         print(f"pipeline launch: {name} before training started: stopping (requeue is off)", flush=True)
         return 0
-    error = requeue_job(env["SLURM_JOB_ID"])
+    error = requeue_job(env)
     if error:
         print(f"pipeline launch: error: {name} before training started, and `scontrol requeue` failed: {error}",
               file=sys.stderr, flush=True)
         return 1
-    print(f"pipeline launch: {name} before training started: requeued SLURM job {env['SLURM_JOB_ID']}", flush=True)
+    print(f"pipeline launch: {name} before training started: requeued SLURM job {job_to_requeue(env)}", flush=True)
     return 0

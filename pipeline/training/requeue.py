@@ -16,7 +16,6 @@ work happens at the next safe point, where every rank agrees (one all-reduce of 
 
 from __future__ import annotations
 
-import os
 import signal as signals
 import sys
 import threading
@@ -33,7 +32,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pipeline import preemption
 from pipeline.errors import PipelineError
-from pipeline.preemption import parse_signal, requeue_enabled, requeue_job, requeue_signal
+from pipeline.preemption import job_to_requeue, parse_signal, requeue_enabled, requeue_job, requeue_signal
 
 _NONE, _STOP, _REQUEUE = 0, 1, 2  # agreed across ranks with a max-reduce: requeue wins over stop
 WANDB_CLOSE_S = 30.0  # the longest W&B may delay the requeue
@@ -173,8 +172,8 @@ class RequeueOnSignal(Callback):
 
     @staticmethod
     def _requeue() -> None:
-        job_id = os.environ["SLURM_JOB_ID"]
-        error = requeue_job(job_id)
+        job_id = job_to_requeue()
+        error = requeue_job()
         if error:  # the checkpoint is saved: a manual resubmit resumes from it
             rank_zero_warn(f"RequeueOnSignal: `scontrol requeue {job_id}` failed: {error}")
         else:

@@ -88,3 +88,13 @@ def test_early_handler_records_instead_of_dying(install: bool) -> None:
     env = {**os.environ, "SLURM_JOB_ID": "1", preemption.SIGNAL_ENV: "USR2"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == ((0, "True\n") if install else (-12, "")), done.stderr
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SLURM_JOB_ID": "57"}, "57"),
+    # an array's first task: its job id is the array's own, which `scontrol requeue` takes as every task
+    ({"SLURM_JOB_ID": "100", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "0"}, "100_0"),
+    ({"SLURM_JOB_ID": "101", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "1"}, "100_1"),
+])
+def test_the_requeue_names_this_task_alone(env: dict[str, str], expected: str) -> None:
+    assert preemption.job_to_requeue(env) == expected
