@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from pipeline.data.dali import DaliLoader, require_dali
-from pipeline.data.manifest import Manifest, load_manifest
+from pipeline.data.shard_manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardLoader, ShardStream
 from pipeline.data.transforms import SampleDecoder, fast_transform, normalize_images
 from pipeline.errors import PipelineError
