@@ -6,15 +6,15 @@ Every DataLoader worker of every rank is one *slot*: ``slot = role * world_size 
 :mod:`pipeline.data.stream`).
 
 **Train** (exact epochs with equal batches on every rank: an iterable dataset that gives ranks uneven batch
-counts hangs or kills DDP; an epoch length set on the dataset instead of the loader gets multiplied by the
-number of workers; ranks sharing one seed read the same samples; and a shuffle buffer cut off at a fixed batch
-count leaves its contents unread): the epoch is ``⌊N / (world_size · batch)⌋`` batches per rank. A DataLoader
-takes batch ``i`` of a rank from worker ``i mod workers``, so role ``r`` owes ``⌈(batches − r) / workers⌉``
-batches. Each epoch, a seeded permutation of the shards is concatenated into one sequence of all ``N``
-samples; slot ``j`` gets the ``j``-th contiguous range of it, exactly ``batch ×`` its batches long (the last
-``N mod (world_size · batch)`` samples — fewer than one global batch, a different tail each epoch — are the
-cut). So every sample the cut allows is read exactly once per epoch across ranks × workers, for any number of
-shards versus slots (a shard may be split over slots; each reads only its range).
+counts hangs or kills DDP, an epoch length set on the dataset instead of the loader gets multiplied by the
+number of workers, and ranks that shuffle with one shared seed read the same samples): the epoch is
+``⌊N / (world_size · batch)⌋`` batches per rank. A DataLoader takes batch ``i`` of a rank from worker
+``i mod workers``, so role ``r`` owes ``⌈(batches − r) / workers⌉`` batches. Each epoch, a seeded permutation
+of the shards is concatenated into one sequence of all ``N`` samples; slot ``j`` gets the ``j``-th contiguous
+range of it, exactly ``batch ×`` its batches long (the last ``N mod (world_size · batch)`` samples — fewer
+than one global batch, a different tail each epoch — are the cut). So every sample the cut allows is read
+exactly once per epoch across ranks × workers, for any number of shards versus slots (a shard may be split
+over slots; each reads only its range).
 
 **Eval** (exact, which neither webdataset nor timm's webdataset reader provides for distributed validation):
 whole shards go round-robin to slots while a full round remains; each of the ``r`` leftover shards is read by
