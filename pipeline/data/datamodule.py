@@ -11,12 +11,13 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from pipeline.data.dali import DaliLoader, require_dali
-from pipeline.data.manifest import Manifest, load_manifest
-from pipeline.data.stream import ShardLoader, ShardStream
+from pipeline.data.loader import ShardLoader
+from pipeline.data.shard_manifest import Manifest, load_manifest
+from pipeline.data.stream import ShardStream
 from pipeline.data.transforms import SampleDecoder, fast_transform, normalize_images
 from pipeline.errors import PipelineError
 
-# Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see stream.py)
+# Lightning warns about any IterableDataset loader with a length; ours is exact by construction (see plans.py)
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 
@@ -48,7 +49,8 @@ class ShardDataModule(pl.LightningDataModule):
 
     Train epochs read every sample the ⌊N / (world_size · batch_size)⌋ cut allows exactly once across
     ranks × workers, and the train loader is resumable mid-epoch (``state_dict`` / ``load_state_dict``, which
-    Lightning saves in and restores from checkpoints); see :mod:`pipeline.data.stream`.
+    Lightning saves in and restores from checkpoints); see :mod:`pipeline.data.plans`, :mod:`pipeline.data.stream`
+    and :mod:`pipeline.data.loader`.
 
     Args:
         root: shard directory, URL prefix, or ``{}`` template (e.g. ``pipe:aws s3 cp s3://b/in1k/{} -``).

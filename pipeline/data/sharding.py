@@ -36,7 +36,7 @@ from tqdm import tqdm
 from webdataset.writer import TarWriter
 
 from pipeline.atomic import atomic_write, atomic_write_json
-from pipeline.data.manifest import MANIFEST, Manifest, Shard, Split, manifest_dict, parse_manifest
+from pipeline.data.shard_manifest import MANIFEST, Manifest, Shard, Split, manifest_dict, parse_manifest
 from pipeline.data.sources import Record, Source
 from pipeline.errors import PipelineError
 

@@ -1,21 +1,16 @@
-"""Streaming shards under DDP: exact train epochs with equal batch counts per rank, exact eval, resumable.
+"""``ShardStream``: the IterableDataset that turns a split's shards into batches for one rank and worker.
 
-Every DataLoader worker of every rank is one *slot*: ``slot = role * world_size + rank`` of
-``num_slots = workers * world_size`` (worker-major, so a few shards spread over ranks before workers), where
-``workers = max(num_workers, 1)`` and ``role`` is the worker's id (rotated on a mid-epoch resume, below).
+Which samples each worker of each rank reads is planned in :mod:`pipeline.data.plans` (train: equal batch
+counts on every rank and every sample the epoch's cut allows read exactly once; eval: every sample exactly
+once); reading the tars is :mod:`pipeline.data.shard_reading`; resuming and throughput are
+:class:`pipeline.data.loader.ShardLoader`'s.
 
-**Train** (exact epochs, equal batches on every rank — field pitfalls 1–3, 9): the epoch is
-``⌊N / (world_size · batch)⌋`` batches per rank. A DataLoader takes batch ``i`` of a rank from worker
-``i mod workers``, so role ``r`` owes ``⌈(batches − r) / workers⌉`` batches. Each epoch, a seeded permutation
-of the shards is concatenated into one sequence of all ``N`` samples; slot ``j`` gets the ``j``-th
-contiguous range of it, exactly ``batch ×`` its batches long (the last ``N mod (world_size · batch)``
-samples — fewer than one global batch, a different tail each epoch — are the cut). So every sample the cut
-allows is read exactly once per epoch across ranks × workers, for any number of shards versus slots (a
-shard may be split over slots; each reads only its range, stopping early in the tar). A slot mixes its
-ranges by reading up to ``OPEN_SHARDS`` of them at once, drawing the next sample from one at random
-(weighted by what each has left), through a shuffle buffer of ``shuffle_buffer`` samples that is drained
-completely before the slot's last batch. All of it is seeded by ``(seed, epoch, slot)``, so the order
-changes every epoch and never depends on wall-clock or process ids.
+**Train**: a slot mixes its planned ranges by reading up to ``OPEN_SHARDS`` of them at once, drawing the next
+sample from one at random (weighted by what each has left), through a shuffle buffer of ``shuffle_buffer``
+samples that is drained completely before the slot's last batch (a buffer cut off at a fixed batch count
+would leave its contents unread and pull the next epoch's samples early). All of it is seeded by
+``(seed, epoch, slot)``, so the order changes every epoch and never depends on wall-clock or process ids.
+A train slot stops reading when its last batch is full, so its batches are emitted at once.
 
 **Augmentation draws** are seeded per sample: before each train sample is decoded, ``random``, ``numpy``
 and torch's CPU generator are seeded from ``(seed, epoch, shard, index in shard)`` (and the caller's
@@ -24,179 +19,47 @@ workers). A sample's augmentation therefore depends neither on which rank or wor
 was decoded before it, which is what makes a mid-epoch resume exact without replaying anything.
 
 **Corrupt samples** (bad image bytes, missing ``cls``, truncated or unreadable tar) are skipped and counted
-without webdataset's ``warn_and_continue`` 0.5 s sleep (pitfall 7); samples a broken tar loses are counted
-from the manifest's per-shard counts. In training, a corrupt or missing sample at position ``p`` of a slot's
-range is replaced by the sample at position ``p`` of a *spare* re-reading of the same range in another
-seeded order (up to ``SPARE_TRIES`` spares; only if all are corrupt too does that batch come out one short,
-and a batch left empty is an error). So every rank still yields its exact number of full batches, and which
-sample fills position ``p`` depends only on ``p`` and the data, never on what happened before it.
+without sleeping (see :mod:`pipeline.data.shard_reading`). In training, a corrupt or missing sample at
+position ``p`` of a slot's range is replaced by the sample at position ``p`` of a *spare* re-reading of the
+same range in another seeded order (up to ``SPARE_TRIES`` spares; only if all are corrupt too does that batch
+come out one short, and a batch left empty is an error). So every rank still yields its exact number of full
+batches, and which sample fills position ``p`` depends only on ``p`` and the data, never on what happened
+before it.
 
-**Resume** (pitfall 10): :class:`ShardLoader` has ``state_dict`` / ``load_state_dict`` (Lightning saves and
-restores them with the fit loop): the state is ``(epoch, batches already yielded)``. On restore, worker
-``w`` plays role ``(w + batches) mod workers`` (the DataLoader's round robin restarts at worker 0) and skips
+**Resume**: :meth:`ShardStream.set_epoch` takes the epoch and the batches of it already yielded. Worker ``w``
+then plays role ``(w + batches) mod workers`` (the DataLoader's round robin restarts at worker 0) and skips
 the raw samples of the batches its role already yielded *before* decoding them (the tars are read, nothing
 is decoded or augmented). The resumed epoch then yields exactly the batches, samples, order and augmentation
 draws of the uninterrupted one.
 
-**Eval** (exact — pitfall 6): whole shards go round-robin to slots while a full round remains; each of the
-``r`` leftover shards is read by the slots ``j ≡ q (mod r)``, which keep every ``stride``-th sample at their
-own offset. Every sample is decoded exactly once across ranks × workers, batch counts may differ by rank
-(the training module does no per-step collectives in eval), and each rank's count is known from the
-manifest. A batch is ``(images, labels, skipped)``, ``skipped`` the corrupt samples the worker dropped since
-its previous batch; eval batches are emitted one behind, so skips after a worker's last sample ride on its
-last batch and the total is exact (only a worker whose every sample is corrupt has no batch to carry its
-count; it is still logged). A train slot stops reading when its last batch is full, so its batches are
-emitted at once.
+**Eval**: batch counts may differ by rank (the training module does no per-step collectives in eval), and
+each rank's count is known from the manifest. A batch is ``(images, labels, skipped)``, ``skipped`` the
+corrupt samples the worker dropped since its previous batch; eval batches are emitted one behind, so skips
+after a worker's last sample ride on its last batch and the total is exact (only a worker whose every sample
+is corrupt has no batch to carry its count; it is still logged).
 """
 
 from __future__ import annotations
 
-import logging
 import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+from torch.utils.data import IterableDataset, default_collate
 
+from pipeline.data.plans import Piece, eval_plan, mix, role_batches, train_plan, worker
+from pipeline.data.shard_reading import SkipCounter, interleave, read_shard
 from pipeline.errors import PipelineError
 
-log = logging.getLogger(__name__)
-
-Batch = tuple[Any, ...]  # (images uint8[B,3,H,W], labels long[B], skipped long[]) [+ keys list[str]]
-Piece = tuple[int, int, int]  # (shard, first index, end index): samples first ≤ i < end of one shard
-_MAX_WARNINGS = 5  # per worker and epoch: the count is exact, the log stays short
+LoaderBatch = tuple[Any, ...]  # (images uint8[B,3,H,W], labels long[B], skipped long[]) [+ keys list[str]]
+_Collated = tuple[torch.Tensor, torch.Tensor, list[str]]  # (images, labels, keys) before the skip count is added
 OPEN_SHARDS = 4  # shard ranges a train slot reads at once (mixing across shards; each is an open tar stream)
 SPARE_TRIES = 3  # spare re-readings tried for a corrupt train sample before its batch comes out one short
-
-
-def mix(*values: int) -> int:
-    """A 63-bit seed from integers, well mixed (numpy's SeedSequence; a plain polynomial hash would give
-    ``(shard, 31)`` and ``(shard + 1, 0)`` the same seed)."""
-    return int(np.random.SeedSequence([v & 0xFFFFFFFF for v in values]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def worker() -> tuple[int, int]:
-    """``(worker id, workers)`` of the calling DataLoader worker; ``(0, 1)`` in the main process."""
-    info = get_worker_info()
-    return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
-def role_batches(batches: int, workers: int) -> list[int]:
-    """Batches each worker role yields when a rank's DataLoader takes batch ``i`` from worker ``i mod workers``."""
-    return [len(range(r, batches, workers)) for r in range(workers)]
-
-
-def train_plan(counts: list[int], world_size: int, workers: int, batch_size: int, seed: int, epoch: int
-               ) -> list[list[Piece]]:
-    """Per slot ``role * world_size + rank``: the shard ranges it reads in ``epoch`` (disjoint, each sample once).
-
-    The shards, permuted by ``(seed, epoch)``, form one sequence; slot ``j`` gets the ``j``-th contiguous range,
-    ``batch_size ×`` its role's batches long; what is left (< one global batch) is the epoch's cut.
-    """
-    per_role = role_batches(sum(counts) // (world_size * batch_size), workers)
-    order = list(range(len(counts)))
-    random.Random(mix(seed, epoch)).shuffle(order)
-    plan: list[list[Piece]] = []
-    at, pos = 0, 0  # position `pos` within shard order[at]
-    for j in range(workers * world_size):
-        need, pieces = per_role[j // world_size] * batch_size, []
-        while need:
-            take = min(need, counts[order[at]] - pos)
-            if take:
-                pieces.append((order[at], pos, pos + take))
-            need, pos = need - take, pos + take
-            if pos == counts[order[at]]:
-                at, pos = at + 1, 0
-        plan.append(pieces)
-    return plan
-
-
-def eval_plan(num_shards: int, num_slots: int) -> list[list[tuple[int, int, int]]]:
-    """Per slot, the ``(shard, stride, offset)`` reads that cover every sample exactly once.
-
-    A slot keeps sample ``i`` of a shard iff ``i % stride == offset``.
-    """
-    full = num_shards - num_shards % num_slots
-    leftover = num_shards - full
-    plan: list[list[tuple[int, int, int]]] = []
-    for j in range(num_slots):
-        reads = [(i, 1, 0) for i in range(j, full, num_slots)]
-        if leftover:
-            q = j % leftover
-            reads.append((full + q, len(range(q, num_slots, leftover)), j // leftover))
-        plan.append(reads)
-    return plan
-
-
-class SkipCounter:
-    """Counts corrupt samples (and logs the first few) without sleeping; ``take()`` returns and resets."""
-
-    def __init__(self, where: str) -> None:
-        self.where, self.pending, self.total = where, 0, 0
-
-    def add(self, n: int, reason: str) -> None:
-        """Record ``n`` skipped samples."""
-        if n <= 0:
-            return
-        if self.total < _MAX_WARNINGS:
-            log.warning("%s: skipped %d corrupt sample(s): %s", self.where, n, reason)
-        self.pending += n
-        self.total += n
-
-    def tar_error(self, exn: Exception) -> bool:
-        """webdataset handler for tar-level errors: log and go on (the lost samples are counted per shard)."""
-        if self.total < _MAX_WARNINGS:
-            log.warning("%s: unreadable tar data: %s", self.where, exn)
-        return True
-
-    def take(self) -> torch.Tensor:
-        """The count since the previous call, as a long scalar tensor."""
-        n, self.pending = self.pending, 0
-        return torch.tensor(n, dtype=torch.long)
-
-
-def read_shard(url: str, expected: int, counter: SkipCounter | None, keep: range, shard: int = 0) -> Iterator[dict]:
-    """Raw samples ``i in keep`` of one shard (``__shard__``/``__index__`` added), stopping after the last one.
-
-    Samples of ``keep`` a broken tar loses are counted on ``counter`` (None: not counted, e.g. a re-reading).
-    """
-    seen = got = 0
-    last = keep[-1] if keep else -1
-    if last >= 0:
-        for sample in wds.tarfile_samples([{"url": url}], handler=(counter or SkipCounter(url)).tar_error):
-            if seen in keep:
-                sample["__shard__"], sample["__index__"] = shard, seen
-                got += 1
-                yield sample
-            seen += 1
-            if seen > last:
-                return
-    if counter is not None and got < len(keep):
-        counter.add(len(keep) - got, f"{url} ended after {seen} of {expected} samples (truncated or corrupt tar)")
-
-
-def interleave(readers: list[Callable[[], Iterator[dict]]], sizes: list[int], rng: random.Random,
-               width: int) -> Iterator[dict]:
-    """Samples of ``readers`` (opened ``width`` at a time, in order), each drawn from an open reader chosen at
-    random with weight its remaining size: a uniformly random merge of the open ones."""
-    pending = list(zip(readers, sizes, strict=True))[::-1]
-    open_: list[list[Any]] = []  # [iterator, remaining]
-    while pending or open_:
-        while pending and len(open_) < width:
-            make, size = pending.pop()
-            open_.append([make(), size])
-        i = rng.choices(range(len(open_)), weights=[max(o[1], 1) for o in open_])[0]
-        sample = next(open_[i][0], None)
-        if sample is None:
-            del open_[i]
-            continue
-        open_[i][1] -= 1
-        yield sample
 
 
 @contextmanager
@@ -216,6 +79,14 @@ def seed_rngs(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     torch.random.default_generator.manual_seed(seed)
+
+
+@dataclass
+class _Spare:
+    """One spare re-reading of a train slot's ranges, and how many of its samples have been read."""
+
+    samples: Iterator[dict]
+    read: int = 0
 
 
 class ShardStream(IterableDataset):
@@ -265,7 +136,7 @@ class ShardStream(IterableDataset):
             total += -(-n // self.batch_size)
         return total
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[LoaderBatch]:
         worker_id, workers = worker()
         if self.train:
             role = (worker_id + self.start) % workers
@@ -307,14 +178,14 @@ class ShardStream(IterableDataset):
                 raise PipelineError(f"no readable samples in {len(pieces)} train shard range(s) ({self.urls[0]} …)")
             cycle += 1
 
-    def _train_batches(self, slot: int, role: int, workers: int, counter: SkipCounter) -> Iterator[Batch]:
+    def _train_batches(self, slot: int, role: int, workers: int, counter: SkipCounter) -> Iterator[LoaderBatch]:
         plan = train_plan(self.counts, self.world_size, workers, self.batch_size, self.seed, self.epoch)
         pieces, total = plan[slot], role_batches(self.train_batches(), workers)[role]
         done = len(range(role, self.start, workers))  # batches this role yielded before a resume
         main = self._pass(pieces, slot, (0,), counter)
         for _ in range(done * self.batch_size):  # skip what was consumed: tars are read, nothing is decoded
             next(main, None)
-        spares: list[list[Any]] = []  # [iterator, next position] per spare, opened when first needed
+        spares: list[_Spare] = []  # opened when first needed
         for b in range(done, total):
             buf: list[tuple[torch.Tensor, int]] = []
             keys: list[str] = []
@@ -331,14 +202,15 @@ class ShardStream(IterableDataset):
                                     f"({self.urls[0]} …): are the shards corrupt?")
             yield self._emit(self._collate(buf, keys), counter)
 
-    def _spare_at(self, spares: list[list[Any]], pieces: list[Piece], slot: int, t: int, p: int) -> dict:
+    def _spare_at(self, spares: list[_Spare], pieces: list[Piece], slot: int, t: int, p: int) -> dict:
+        """The sample at position ``p`` of spare ``t`` (opening spares up to ``t`` as needed)."""
         while len(spares) < t:
-            spares.append([self._spare(pieces, slot, len(spares) + 1), 0])
+            spares.append(_Spare(self._spare(pieces, slot, len(spares) + 1)))
         spare = spares[t - 1]
         while True:  # positions only grow, so each spare is read forward once
-            sample = next(spare[0])
-            spare[1] += 1
-            if spare[1] > p:
+            sample = next(spare.samples)
+            spare.read += 1
+            if spare.read > p:
                 return sample
 
     # --- shared --------------------------------------------------------------------------------------------
@@ -354,8 +226,8 @@ class ShardStream(IterableDataset):
         keys.append(sample["__key__"])
         return True
 
-    def _eval_batches(self, samples: Iterator[dict], counter: SkipCounter) -> Iterator[Batch]:
-        ready: Batch | None = None
+    def _eval_batches(self, samples: Iterator[dict], counter: SkipCounter) -> Iterator[LoaderBatch]:
+        ready: _Collated | None = None
         buf: list[tuple[torch.Tensor, int]] = []
         keys: list[str] = []
         for sample in samples:
@@ -370,116 +242,10 @@ class ShardStream(IterableDataset):
         if ready is not None:
             yield self._emit(ready, counter)
 
-    def _collate(self, buf: list[tuple[torch.Tensor, int]], keys: list[str]) -> Batch:
+    def _collate(self, buf: list[tuple[torch.Tensor, int]], keys: list[str]) -> _Collated:
         images, labels = default_collate(buf)
         return images, labels, keys
 
-    def _emit(self, ready: Batch, counter: SkipCounter) -> Batch:
+    def _emit(self, ready: _Collated, counter: SkipCounter) -> LoaderBatch:
         images, labels, keys = ready
         return (images, labels, counter.take(), keys) if self.keys else (images, labels, counter.take())
-
-
-class ShardLoader(DataLoader):
-    """A DataLoader over a :class:`ShardStream` that knows its length, can resume mid-epoch, and logs throughput.
-
-    ``num_batches`` is the epoch length: a train loader stops after exactly that many batches; an eval loader
-    runs its stream to the end (``num_batches`` is then its exact length). Each ``iter()`` sets the stream's
-    position before the workers start (workers are not persistent, so they see it): the epoch from
-    ``epoch_fn`` (e.g. the trainer's epochs processed, so requeued runs continue the sequence; else a
-    counter) and batch 0 — or, once after :meth:`load_state_dict`, the restored ``(epoch, batches)``, so a
-    run stopped after any batch goes on with the very next one. When an epoch's last batch is fetched it logs
-    images/s, the time spent waiting for data and the skipped samples (one INFO line per rank); ``last_epoch``
-    keeps those numbers for callers (e.g. a callback reading ``trainer.train_dataloader.last_epoch``).
-    """
-
-    def __init__(
-        self,
-        dataset: ShardStream,
-        num_batches: int,
-        num_workers: int = 0,
-        name: str = "train",
-        epoch_fn: Callable[[], int] | None = None,
-        pin_memory: bool = False,
-        epoch_done_fn: Callable[[], bool] | None = None,
-    ) -> None:
-        # an own generator: DataLoader draws its workers' base seed from it on every iter(), which would
-        # otherwise advance the training process's torch RNG (the stream seeds its own draws per sample)
-        super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                         generator=torch.Generator())
-        self.num_batches, self.name, self.epoch_fn, self.epoch_done_fn = num_batches, name, epoch_fn, epoch_done_fn
-        self.last_epoch: dict[str, float] = {}
-        self._iterations = 0
-        self._position: tuple[int, int] | None = None  # (epoch, batches yielded) of the current iterator
-        self._restored: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "batches"}``: where the current epoch stands (Lightning stores it in checkpoints).
-
-        Lightning takes the next batch only when it runs it (no prefetch for a loader with a length), so
-        ``batches`` is exactly the number of batches trained on in this epoch. An epoch that is over — all
-        its batches, or ``epoch_done_fn()`` (the trainer's epoch may be cut short, e.g. by
-        ``limit_train_batches``) — is saved as the start of the next one.
-        """
-        if self._position is None:
-            return {}
-        epoch, batches = self._position
-        if batches >= self.num_batches or (self.epoch_done_fn is not None and self.epoch_done_fn()):
-            epoch, batches = epoch + 1, 0
-        return {"epoch": epoch, "batches": batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Make the next ``iter()`` continue from ``state`` (a train epoch after its first ``batches``)."""
-        if state and self.dataset.train:
-            self._restored = (int(state["epoch"]), int(state["batches"]))
-
-    def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
-        epoch = self.epoch_fn() if self.epoch_fn is not None else self._iterations
-        start = 0
-        if self._restored is not None:
-            restored, self._restored = self._restored, None
-            # unless the trainer counts that epoch as processed already (then its epoch counter is right)
-            if self.epoch_fn is None or restored[0] >= epoch:
-                epoch, start = restored
-        self._iterations = epoch + 1
-        self._position = (epoch, start)
-        self.dataset.set_epoch(epoch, start)
-        return self._timed(super().__iter__(), epoch, start)
-
-    def _timed(self, batches: Iterator[Batch], epoch: int, start: int) -> Iterator[Batch]:
-        stream: ShardStream = self.dataset
-        begin = time.perf_counter()
-        wait = 0.0
-        images = skipped = 0
-        count = start
-        while count < self.num_batches or not stream.train:
-            t = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            wait += time.perf_counter() - t
-            count += 1
-            self._position = (epoch, count)
-            images += len(batch[1])
-            skipped += int(batch[2])
-            if count == self.num_batches:  # Lightning stops calling next() here: report before the last yield
-                self._report(epoch, count - start, images, skipped, time.perf_counter() - begin, wait)
-                # and drop the workers now, not when the next epoch replaces this generator: a train stream's
-                # workers would otherwise sit through validation holding prefetched batches
-                batches = iter(())
-            yield batch
-        if count != self.num_batches:  # an eval stream that lost batches to corrupt samples
-            self._report(epoch, count - start, images, skipped, time.perf_counter() - begin, wait)
-
-    def _report(self, epoch: int, batches: int, images: int, skipped: int, seconds: float, wait: float) -> None:
-        self.last_epoch = {"epoch": epoch, "batches": batches, "images": images, "seconds": seconds,
-                           "images_per_s": images / max(seconds, 1e-9), "wait_seconds": wait, "skipped": skipped}
-        log.info(
-            "%s epoch %d rank %d: %d images in %d batches, %.1f s (%.0f images/s), %.1f s (%.0f%%) waiting "
-            "for data, %d corrupt samples skipped",
-            self.name, epoch, self.dataset.rank, images, batches, seconds, images / max(seconds, 1e-9), wait,
-            100 * wait / max(seconds, 1e-9), skipped,
-        )

@@ -147,7 +147,7 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
     Raises PipelineError (one line) for a config the training CLI rejects, a point ``resolve_spec`` rejects,
     missing shards, or two points that would share a run directory.
     """
-    from pipeline.data.manifest import load_manifest
+    from pipeline.data.shard_manifest import load_manifest
     from pipeline.models.complexity import measure  # here: torch only when a sweep is planned, not for --help
 
     if not points:

@@ -18,10 +18,11 @@ from webdataset.writer import TarWriter
 
 from pipeline.atomic import atomic_write_json
 from pipeline.data.datamodule import ShardDataModule
-from pipeline.data.manifest import Shard, Split, manifest_dict
+from pipeline.data.loader import ShardLoader
+from pipeline.data.plans import eval_plan, role_batches, train_plan
+from pipeline.data.shard_manifest import Shard, Split, manifest_dict
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
-from pipeline.data.stream import ShardLoader, eval_plan, role_batches, train_plan
 from pipeline.data.transforms import build_transform, decode_side, eval_geometry
 from pipeline.errors import PipelineError
 from tests.data.helpers import TinySource, jpeg_bytes

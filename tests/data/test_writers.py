@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from pipeline.data.manifest import load_manifest
+from pipeline.data.shard_manifest import load_manifest
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
 from pipeline.errors import PipelineError

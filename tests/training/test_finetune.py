@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline import cli
-from pipeline.data.manifest import load_manifest
+from pipeline.data.shard_manifest import load_manifest
 from pipeline.training.module import ScaledClassifier
 from tests.training.conftest import DEMO_CONFIG, REPO, run_pipeline
 from tests.training.transfer_data import write_digits_as_cifar100, write_digits_as_flowers
