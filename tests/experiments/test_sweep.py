@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cluster.manifest import read_manifest
+from pipeline.commands import sweep
 from pipeline.errors import PipelineError
-from pipeline.experiments import sweep
 from pipeline.experiments.plan import Point, plan_sweep
 from pipeline.training.result import RESULT_KEYS, write_result
 
