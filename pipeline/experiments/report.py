@@ -21,13 +21,11 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plan import load_sweep
-from pipeline.experiments.plots import plot_panels
+from pipeline.experiments.plots import COSTS, plot_panels
 from pipeline.experiments.stats import Z95, binomial_se, growth_exponent, pearson_r, theory_exponents
 from pipeline.experiments.tables import html_table, markdown_table
 from pipeline.scaling import STRATEGIES, strategy_exponents
 from pipeline.training.result import read_result
-
-COSTS = (("flops", "flops (multiply-adds)"), ("params", "parameters"), ("acts", "activations"))
 
 
 @dataclass
