@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.training.result import RESULT_FILE
 
 RUN_MANIFEST_FILE = "run_manifest.json"  # a sweep directory's run manifest
-LEGACY_RUN_MANIFEST_FILE = "manifest.json"  # its name before 2026-12: sweep directories made then still resume
+LEGACY_RUN_MANIFEST_FILE = "manifest.json"  # its name until 2026-12: sweep directories made then resume
 
 
 def run_manifest_path(directory: str | Path) -> Path:

@@ -6,7 +6,7 @@ One run::
 
 A run manifest as a job array (only runs without ``result.json``, at most K at once)::
 
-    pipeline submit --manifest runs/sweep/manifest.json --max-parallel 4 [-- overrides for every run…]
+    pipeline submit --manifest runs/sweep/run_manifest.json --max-parallel 4 [-- overrides for every run…]
 
 Every check runs before ``sbatch`` (and again inside the job): the config parses through the training
 CLI, one task per GPU, the shards are visible, enough CPUs per task for the loader workers

@@ -1,7 +1,7 @@
 """The α, β, γ grid search's outcome: candidates ranked by validation top-1 with its binomial error.
 
 Written by ``pipeline sweep grid`` once every candidate has a result record (``grid.json`` + ``grid.md`` in
-the sweep directory) and read by ``pipeline sweep scale --from-grid``.
+the sweep directory, ``finish_grid``) and read by ``pipeline sweep scale --from-grid`` (``read_choice``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from typing import Any
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import PipelineError
+from pipeline.experiments.plan import SweepPlan
 from pipeline.experiments.stats import Z95, binomial_se
 from pipeline.experiments.tables import markdown_table
+from pipeline.training.result import read_result
 
 GRID_FILE = "grid.json"
+GRID_TABLE = "grid.md"
 METRICS = ("top1", "top1_ema")
 
 
@@ -61,10 +64,22 @@ def write_ranking(directory: Path, records: list[dict[str, Any]], val_images: in
     result = {"alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"], "metric": metric,
               "val_images": val_images, "ranking": ranking}
     atomic_write_json(directory / GRID_FILE, result)
-    atomic_write_text(directory / "grid.md", f"# Grid search ({metric}, {val_images} validation images)\n\n"
+    atomic_write_text(directory / GRID_TABLE, f"# Grid search ({metric}, {val_images} validation images)\n\n"
                       f"chosen: α = {best['alpha']:g}, β = {best['beta']:g}, γ = {best['gamma']:g}\n\n"
                       f"{markdown_table(RANKING_HEADERS, ranking_rows(ranking, metric))}\n")
     return result
+
+
+def finish_grid(plan: SweepPlan, metric: str) -> str | None:
+    """With every candidate of the grid sweep ``plan`` finished, rank them by ``metric`` and write the chosen
+    α, β, γ (grid.json, grid.md); return what to print (the ranking and the next command), else None."""
+    records = [read_result(entry.run_dir) for entry in plan.manifest()]
+    if any(r is None for r in records):
+        return None
+    chosen = write_ranking(plan.directory, [r for r in records if r], plan.val_images, metric)
+    return (f"\n{(plan.directory / GRID_TABLE).read_text()}\n"
+            f"chosen α = {chosen['alpha']:g}, β = {chosen['beta']:g}, γ = {chosen['gamma']:g} → "
+            f"pipeline sweep scale --from-grid {plan.directory} --phi 0..3")
 
 
 def read_choice(directory: str | Path) -> tuple[float, float, float]:

@@ -5,18 +5,21 @@ run, plus any other per-run overrides) on top of one training config. Planning p
 through the training CLI (exactly what ``pipeline fit`` accepts), resolves each point's ``ScaleSpec``
 with the same ``resolve_spec``, counts flops / params / acts of the built net (``count_complexity``) and
 prices the sweep. The result is a run manifest (``pipeline.cluster.run_manifest``): the one format that the
-local runner and the SLURM job array both execute.
+local runner and the SLURM job array both execute. A plan is kept in its sweep directory as that manifest
+and ``sweep.json`` (``save_plan``; read back by ``load_sweep``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster.run_manifest import RunEntry
+from pipeline.atomic import atomic_write_json
+from pipeline.cluster.run_manifest import RunEntry, read_manifest, run_manifest_path, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.scaling import ScaleSpec, resolve_spec
 from pipeline.scaling.compound import flops_factor
@@ -29,7 +32,6 @@ from pipeline.training.rundir import run_name
 MODE_KEYS = ("variant", "phi", "strategy", "scale")
 
 SWEEP_FILE = "sweep.json"
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -225,3 +227,45 @@ def check_finite(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise PipelineError(f"{name} must be a positive number (got {value})")
     return value
+
+
+def save_plan(plan: SweepPlan) -> list[RunEntry]:
+    """Write the run manifest (``run_manifest_path``) and ``sweep.json``, adding the plan's runs to those already
+    in the sweep directory.
+
+    A run directory always means one run: an entry whose ``run_dir`` is already listed must be identical
+    (config and overrides), else the plan is refused; existing entries keep their place (so SLURM array
+    indices stay valid) and new ones are appended. Returns the sweep's whole manifest.
+    """
+    path, record = run_manifest_path(plan.directory), plan.record()
+    runs, planned = [], record["runs"]
+    if path.is_file():
+        runs = read_manifest(path)
+        earlier = load_sweep(plan.directory)
+        if earlier["kind"] != plan.kind:
+            raise PipelineError(f"{plan.directory} holds a {earlier['kind']} sweep, not {plan.kind}: "
+                                "pick another --name")
+        known = {run.run_dir: run for run in runs}
+        for entry in plan.manifest():
+            if entry.run_dir in known and known[entry.run_dir] != entry:
+                raise PipelineError(f"{plan.directory} already holds run {Path(entry.run_dir).name} with another "
+                                    "config or overrides: pick another --name, or delete that run directory")
+        mine = {run["run_dir"] for run in planned}
+        planned = [run for run in earlier["runs"] if run["run_dir"] not in mine] + planned
+    runs += [entry for entry in plan.manifest() if entry not in runs]
+    order = {run.run_dir: i for i, run in enumerate(runs)}
+    write_manifest(path, runs)
+    planned.sort(key=lambda run: order[run["run_dir"]])
+    atomic_write_json(plan.directory / SWEEP_FILE, {**record, "runs": planned})
+    return runs
+
+
+def load_sweep(directory: str | Path) -> dict[str, Any]:
+    """The ``sweep.json`` of a sweep directory (what ``pipeline report`` reads besides the result records)."""
+    path = Path(directory) / SWEEP_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: {directory} is not a sweep directory (pipeline sweep writes it)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path} is not valid JSON ({err}); re-run the sweep command to rewrite it") from None

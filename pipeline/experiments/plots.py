@@ -1,4 +1,8 @@
-"""Accuracy against cost: top-1 over flops and over activations, one line per strategy (the papers' plots)."""
+"""Accuracy against cost: top-1 over flops and over activations, one line per strategy (the papers' plots).
+
+``COSTS`` holds the three costs a run is plotted over, as (record key, axis label): flops, params and acts;
+``plot_scaling`` draws flops and acts, the report's panels all three.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from pipeline.atomic import atomic_write
 from pipeline.errors import PipelineError
 
-COSTS = (("flops", "flops (multiply-adds)"), ("acts", "activations"))
+COSTS = (("flops", "flops (multiply-adds)"), ("params", "parameters"), ("acts", "activations"))
 
 
 def plot_scaling(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -26,8 +30,9 @@ def plot_scaling(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     points = [r for r in records if r.get("top1") is not None and r.get("flops") and r.get("acts")]
     if not points:
         raise PipelineError("no finished run with top1, flops and acts to plot")
-    fig, axes = plt.subplots(1, len(COSTS), figsize=(10, 4), sharey=True, constrained_layout=True)
-    for ax, (key, label) in zip(axes, COSTS, strict=True):
+    costs = [(key, label) for key, label in COSTS if key != "params"]
+    fig, axes = plt.subplots(1, len(costs), figsize=(10, 4), sharey=True, constrained_layout=True)
+    for ax, (key, label) in zip(axes, costs, strict=True):
         for strategy in sorted({str(r.get("strategy")) for r in points}):
             line = sorted((r for r in points if str(r.get("strategy")) == strategy), key=lambda r: r[key])
             xs, ys = [r[key] for r in line], [100 * r["top1"] for r in line]

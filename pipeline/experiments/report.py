@@ -1,4 +1,5 @@
-"""``pipeline report <sweep dirs…>``: report.md + report.html (PNGs embedded) comparing the sweeps' runs.
+"""The sweeps' report (``pipeline report``): its sections, rendered as report.md and report.html (PNGs
+embedded), and its W&B runs.
 
 Sections: the runs (accuracy ± 95 % binomial interval from the validation count, cost, time); top-1 over
 flops, params and activations per strategy (EfficientNet Fig. 1/8); epoch time over flops, params and
@@ -17,18 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.arguments import OneLineParser
-from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
 from pipeline.experiments import grid
-from pipeline.experiments.plots import plot_panels
+from pipeline.experiments.plan import load_sweep
+from pipeline.experiments.plots import COSTS, plot_panels
 from pipeline.experiments.stats import Z95, binomial_se, growth_exponent, pearson_r, theory_exponents
-from pipeline.experiments.sweep import load_sweep
 from pipeline.experiments.tables import html_table, markdown_table
 from pipeline.scaling import STRATEGIES, strategy_exponents
 from pipeline.training.result import read_result
-
-COSTS = (("flops", "flops (multiply-adds)"), ("params", "parameters"), ("acts", "activations"))
 
 
 @dataclass
@@ -248,30 +245,3 @@ def log_to_wandb(per_sweep: dict[str, list[dict[str, Any]]], images: list[Path],
         run.finish()
         files += sorted(directory.glob("wandb/*run-*/run-*.wandb"))
     return files
-
-
-def main(argv: list[str]) -> int:
-    """``pipeline report DIR… [--out DIR] [--title T] [--no-wandb]``."""
-    from pipeline.training.rundir import RunOptions
-
-    p = OneLineParser(prog="pipeline report", description=__doc__.split("\n\n")[0])
-    p.add_argument("sweeps", nargs="+", type=Path, help="sweep directories (pipeline sweep writes them)")
-    p.add_argument("--out", type=Path, help="report directory (default <first sweep>/report)")
-    p.add_argument("--title", help="report title (default: the sweeps' names)")
-    p.add_argument("--project", default=RunOptions.project, help=f"W&B project (default {RunOptions.project})")
-    p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
-    args = p.parse_args(argv[1:])
-    out = args.out or args.sweeps[0] / "report"
-    for directory in args.sweeps:
-        load_sweep(directory)  # every directory must be a sweep before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    sections, per_sweep = build_sections(args.sweeps, out)
-    title = args.title or "Scaling report: " + ", ".join(per_sweep)
-    md = atomic_write_text(out / "report.md", render_markdown(title, sections))
-    html = atomic_write_text(out / "report.html", render_html(title, sections))
-    print(render_markdown(title, [s for s in sections if s.rows]))
-    print(f"report: {md}, {html}")
-    if not args.no_wandb:
-        files = log_to_wandb(per_sweep, [s.image for s in sections if s.image], out, args.project)
-        print(f"W&B report runs: {', '.join(map(str, files))}")
-    return 0

@@ -23,9 +23,9 @@ from pipeline.atomic import atomic_write
 from pipeline.errors import PipelineError, first_line
 from pipeline.scaling import ScaleSpec
 from pipeline.scaling.spec import SPEC_KEYS, resolve_spec
-from pipeline.training.rundir import CHECKPOINT_DIR
+from pipeline.training.rundir import BEST, CHECKPOINT_DIR
 
-DEFAULT_CHECKPOINT = "best.ckpt"  # the weights a run reports (chosen by run.monitor); last.ckpt is for resuming
+DEFAULT_CHECKPOINT = f"{BEST}.ckpt"  # the weights a run reports (chosen by run.monitor); last.ckpt is for resuming
 MODEL_PREFIX, EMA_PREFIX = "model.", "ema.module."  # ScaledClassifier's state-dict prefixes
 
 

@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.loggers import BEST_KEYS
 from pipeline.training.recipe import Recipe, build_optimizer, build_scheduler
+from pipeline.training.rundir import LAST
 
 
 def check_loop(trainer: Any, subcommand: str) -> None:
@@ -96,7 +97,7 @@ def check_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> None:
     if ckpt_path is None:
         return
     if ckpt_path == "last":
-        last = checkpoint_dir / "last.ckpt"
+        last = checkpoint_dir / f"{LAST}.ckpt"
         if last.is_file():
             check_checkpoint(last)
         return

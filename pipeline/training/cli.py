@@ -48,8 +48,10 @@ from pipeline.training.recipe import Recipe
 from pipeline.training.requeue import RequeueOnSignal
 from pipeline.training.result import git_commit, write_result
 from pipeline.training.rundir import (
+    BEST,
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    LAST,
     SINGLE,
     RunOptions,
     check_run_dir,
@@ -81,8 +83,8 @@ def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
     the monitored metric improved, which would resume from a stale epoch.
     """
     return [
-        ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
-        ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max", save_top_k=1,
+        ModelCheckpoint(dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(dirpath=dirpath, filename=BEST, monitor=monitor, mode="max", save_top_k=1,
                         enable_version_counter=False),
     ]
 

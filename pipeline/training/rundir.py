@@ -18,6 +18,7 @@ from pipeline.training.result import RESULT_FILE
 SINGLE = "single"
 WANDB_ID_FILE = "wandb_id"
 CHECKPOINT_DIR = "checkpoints"
+LAST, BEST = "last", "best"  # checkpoint names: resume from last.ckpt; best.ckpt holds the weights a run reports
 
 
 @dataclass

@@ -95,7 +95,7 @@ def test_manifest_submits_only_unfinished_runs(shards: Path, tmp_path: Path, mon
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     runs = [RunEntry(DEMO, f"runs/phis/phi{i}", ["--model.phi", str(i), "--data.root", str(shards)]) for i in range(4)]
-    manifest = write_manifest(tmp_path / "runs" / "phis" / "manifest.json", runs)
+    manifest = write_manifest(tmp_path / "runs" / "phis" / "run_manifest.json", runs)
     for i in (1, 2):
         Path(runs[i].run_dir).mkdir(parents=True)
         (Path(runs[i].run_dir) / "result.json").write_text(json.dumps({"top1": 0.5}))

@@ -61,7 +61,7 @@ def test_compound_theory_and_fits() -> None:
 
 def test_transfer_report_shows_each_dataset_beside_the_source(tmp_path) -> None:
     from pipeline.atomic import atomic_write_json
-    from pipeline.experiments.report import main
+    from pipeline.commands.report import main
     from pipeline.training.result import RESULT_KEYS, write_result
 
     sweep, runs = tmp_path / "transfer-cifar100-scale", []

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cluster.run_manifest import read_manifest
+from pipeline.commands import sweep
 from pipeline.errors import PipelineError
-from pipeline.experiments import sweep
 from pipeline.experiments.plan import Point, plan_sweep
 from pipeline.training.result import RESULT_KEYS, write_result
 
@@ -60,7 +60,7 @@ def test_slurm_submit_writes_the_manifest_and_calls_the_submit_path(
             "slurm", "--max-parallel", "2", "--slurm-arg=--no-requeue", "--dry-run"]
     assert sweep.main([*argv, *where(digits, tmp_path), "--trainer.max_epochs", "1"]) == 0
     directory = tmp_path / "runs" / "s3"
-    runs = read_manifest(directory / "manifest.json")
+    runs = read_manifest(directory / "run_manifest.json")
     assert [Path(r.run_dir).name for r in runs] == ["compound-phi0", "compound-phi1", "b0"]
     assert all(r.config == CONFIG and Path(r.run_dir).parent == directory for r in runs)
     assert runs[1].overrides == ["--model.variant", "null", "--model.phi", "1.0", "--model.strategy", "null",
@@ -71,7 +71,7 @@ def test_slurm_submit_writes_the_manifest_and_calls_the_submit_path(
     plan = json.loads((directory / "sweep.json").read_text())
     assert plan["kind"] == "scale" and plan["val_images"] == 180 and plan["epochs"] == 1
     sbatch = capsys.readouterr().out.strip().splitlines()[-1]  # pipeline submit --dry-run prints the sbatch line
-    assert "--array=0-2%2" in sbatch and sbatch.endswith(f"array.sbatch {directory / 'manifest.json'}")
+    assert "--array=0-2%2" in sbatch and sbatch.endswith(f"array.sbatch {directory / 'run_manifest.json'}")
 
     # a finished run is left out of the next array; another plan for the same directory is refused
     write_result(runs[0].run_dir, {**dict.fromkeys(RESULT_KEYS), "run_name": "compound-phi0"})
