@@ -1,1 +1,1 @@
-"""SLURM: request checks, ``pipeline submit``, the in-job launcher, run manifests, requeue on signal."""
+"""SLURM: request checks, submitting a run or a run manifest (a job array), the in-job launcher, run manifests."""

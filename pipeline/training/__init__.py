@@ -1,1 +1,2 @@
-"""Training: the Lightning module and recipe, ``pipeline fit|validate|test``, run directories, loggers, checkpoints."""
+"""Training: the Lightning module and recipe, the training CLI, run directories and records, loggers, checkpoints,
+transfer, export and prediction, and the requeue-on-signal callback."""
