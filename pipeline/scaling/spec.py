@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 from pipeline.errors import PipelineError
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound_multipliers
-from pipeline.scaling.fast import DEFAULT_FAST_ALPHA, strategy_multipliers
 from pipeline.scaling.cost import effnet_cost
+from pipeline.scaling.fast import DEFAULT_FAST_ALPHA, strategy_multipliers
 from pipeline.scaling.regularisation import DROP_PATH, anchors, dropout_by_flops
 from pipeline.scaling.rounding import Stages, check_rounding, round_resolution
 
@@ -65,7 +65,8 @@ VARIANTS: dict[str, Variant] = {
     "b7": Variant(2.0, 3.1, 600, 0.5),
 }
 
-DROPOUT_ANCHORS = anchors(EFFICIENTNET_B0, {k: (v.depth, v.width, v.resolution, v.dropout) for k, v in VARIANTS.items()})
+DROPOUT_ANCHORS = anchors(EFFICIENTNET_B0,
+                          {k: (v.depth, v.width, v.resolution, v.dropout) for k, v in VARIANTS.items()})
 
 
 @dataclass(frozen=True)
