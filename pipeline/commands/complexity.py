@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.arguments import OneLineParser, number_list
 from pipeline.errors import PipelineError
-from pipeline.scaling import BASES, STRATEGIES, VARIANTS, ScaleSpec, resolve_spec
+from pipeline.scaling import BASES, ROUNDINGS, STRATEGIES, VARIANTS, ScaleSpec, resolve_spec
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from pipeline.scaling.fast import DEFAULT_FAST_ALPHA
 
@@ -23,12 +23,14 @@ examples:
   pipeline complexity --phi 0,1,2 --alpha 1.4 --beta 1.2 --gamma 1.0
   pipeline complexity --strategy w d r dwr dWr --scale 1,4,16   Dollár et al.'s strategies, flops × s
   pipeline complexity --strategy dWr --scale 4 --fast-alpha 0.8 --json
+  pipeline complexity --strategy dWr dwr --scale 4 --rounding tf --stages   TF rounding; depths/widths per stage
   pipeline complexity --base resnet50 --strategy d w --scale 1,2,4
   pipeline complexity --phi 0..3 --base-resolution 32 --num-classes 100   small images (CIFAR)
 
 flops = multiply-adds of conv + linear layers (+1 add per output element with a bias; no batch-norm),
 params = all parameters, acts = elements of conv outputs + the classifier's outputs; per image.
 Growth columns (×) are relative to the base net (d = w = r = 1) at the base resolution.
+Rounding: strategy points default to pycls (Dollár et al.'s scaler), variants and φ to tf (EfficientNet's).
 """
 
 
@@ -59,7 +61,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", choices=list(BASES), default="efficientnet", help="base network (default efficientnet)")
     p.add_argument("--base-resolution", type=int, metavar="PX", help="resolution of the base net (default 224)")
     p.add_argument("--num-classes", type=int, default=1000, metavar="N", help="classifier outputs (default 1000)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
+    p.add_argument("--rounding", choices=ROUNDINGS,
+                   help="depth/width rounding (default: pycls for --strategy, tf for --variant and --phi)")
+    p.add_argument("--stages", action="store_true",
+                   help="also print a second table: rounding, depths and widths per stage, stem, head, dropout")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per row instead of a table (with the per-stage shape)")
     return p
 
 
@@ -74,7 +81,7 @@ def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
             f"{', '.join(misplaced)} given without its mode: --alpha/--beta/--gamma go with --phi, "
             "--scale/--fast-alpha with --strategy"
         )
-    common = {"base": args.base, "base_resolution": args.base_resolution}
+    common = {"base": args.base, "base_resolution": args.base_resolution, "rounding": args.rounding}
     if args.variant:
         return [resolve_spec(variant=v, **common) for v in args.variant]
     if args.phi is not None:
@@ -86,11 +93,19 @@ def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
     return [resolve_spec(strategy=st, scale=s, **fast, **common) for st in args.strategy for s in args.scale]
 
 
+def shape_record(spec: ScaleSpec) -> dict[str, object]:
+    """The spec's per-stage depths and widths, stem and head (None each where the base's shape is not known here)."""
+    shape = spec.stages()
+    if shape is None:
+        return dict.fromkeys(("depths", "widths", "stem", "head"))
+    return {"depths": list(shape.depths), "widths": list(shape.widths), "stem": shape.stem, "head": shape.head}
+
+
 def rows(specs: list[ScaleSpec], costs: list[Complexity], base: Complexity, num_classes: int) -> list[dict]:
-    """One flat record per spec: the spec's fields, its costs and their growth over ``base``."""
+    """One flat record per spec: the spec's fields and shape, its costs and their growth over ``base``."""
     return [
-        {**spec.record(), "num_classes": num_classes, "params": c.params, "flops": c.flops, "acts": c.acts,
-         "params_growth": c.params / base.params, "flops_growth": c.flops / base.flops,
+        {**spec.record(), **shape_record(spec), "num_classes": num_classes, "params": c.params, "flops": c.flops,
+         "acts": c.acts, "params_growth": c.params / base.params, "flops_growth": c.flops / base.flops,
          "acts_growth": c.acts / base.acts}
         for spec, c in zip(specs, costs, strict=True)
     ]
@@ -113,13 +128,32 @@ COLUMNS = (
 )
 
 
-def table(records: list[dict]) -> str:
-    """Format records as an aligned text table (text columns left, numbers right)."""
-    cells = [[header for header, _ in COLUMNS]] + [[fmt(r) for _, fmt in COLUMNS] for r in records]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+def _listed(values: object) -> str:
+    return "-" if values is None else ",".join(str(v) for v in values)  # type: ignore[attr-defined]
+
+
+STAGE_COLUMNS = (
+    ("name", lambda r: r["name"]),
+    ("rounding", lambda r: r["rounding"]),
+    ("depths", lambda r: _listed(r["depths"])),
+    ("widths", lambda r: _listed(r["widths"])),
+    ("stem", lambda r: "-" if r["stem"] is None else str(r["stem"])),
+    ("head", lambda r: "-" if r["head"] is None else str(r["head"])),
+    ("dropout", lambda r: f"{r['dropout']:g}"),
+    ("drop_path", lambda r: f"{r['drop_path']:g}"),
+    ("dropout by", lambda r: r["dropout_rule"]),
+)
+
+
+def table(records: list[dict], columns: tuple = COLUMNS) -> str:
+    """Format records as an aligned text table (the first two columns and text left, numbers right)."""
+    cells = [[header for header, _ in columns]] + [[fmt(r) for _, fmt in columns] for r in records]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    left = {0, 1} | {i for i, (header, _) in enumerate(columns) if header in ("depths", "widths", "dropout by")}
 
     def line(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
 
     return "\n".join(line(row) for row in cells)
 
@@ -141,4 +175,7 @@ def main(argv: list[str]) -> int:
     else:
         print(table(records))
         print(f"× = growth over {args.base} (d = w = r = 1) at {base_spec.resolution} px; flops are multiply-adds")
+        if args.stages:
+            print()
+            print(table(records, STAGE_COLUMNS))
     return 0

@@ -120,10 +120,10 @@ def _total(counter: FlopCounterMode) -> int:
 
 def measure(specs: list[ScaleSpec], num_classes: int) -> list[Complexity]:
     """Build and count each spec (identical networks are counted once); progress on a terminal's stderr."""
-    cache: dict[tuple[str, float, float, int], Complexity] = {}
+    cache: dict[tuple[str, float, float, str, int], Complexity] = {}
     results = []
     for spec in tqdm(specs, desc="counting", unit="net", disable=None if len(specs) > 1 else True, leave=False):
-        key = (spec.base, spec.d, spec.w, spec.resolution)
+        key = (spec.base, spec.d, spec.w, spec.rounding, spec.resolution)
         if key not in cache:
             cache[key] = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution)
         results.append(cache[key])

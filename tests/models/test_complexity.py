@@ -161,10 +161,11 @@ def strategy_costs() -> dict[tuple[str, float], Complexity]:
 
 @pytest.mark.slow
 def test_dollar_flops_grow_as_s(strategy_costs):
-    # Measured flops / (s · B0 flops), s = 4 / 16: w 0.94 / 0.91, d 1.02 / 1.03, r 1.00 / 1.00,
-    # dwr 1.21 / 1.19, dWr 1.30 / 1.06. Low side: the stem conv (3 input channels) and the classifier
-    # (1000 outputs) grow as w, not w². High side: repeats round up (TF ceil), so any d > 1 adds a block to
-    # every one of the 7 stages: dWr at s = 4 has d = 1.149 and 23 blocks instead of 16. Hence [0.85, 1.35].
+    # Measured flops / (s · B0 flops), s = 4 / 16, pycls rounding (the strategies' default): w 0.94 / 0.91,
+    # d 1.02 / 1.03, r 1.00 / 1.00, dwr 1.10 / 1.12, dWr 0.89 / 0.89. Low side: the stem conv (3 input
+    # channels) and the classifier (1000 outputs) grow as w, not w². Depth rounds to the nearest block per
+    # stage, which can land either side. Under TF rounding (ceil: any d > 1 adds a block to every one of the 7
+    # stages) dWr at s = 4 was 1.30 and dwr 1.21. Hence [0.85, 1.35].
     for (st, s), c in strategy_costs.items():
         assert 0.85 <= c.flops / (s * B0.flops) <= 1.35, (st, s, c.flops / B0.flops)
 
@@ -172,12 +173,12 @@ def test_dollar_flops_grow_as_s(strategy_costs):
 @pytest.mark.slow
 def test_dollar_activation_exponents(strategy_costs):
     fitted = {st: fitted_exponent({s: strategy_costs[st, s].acts / B0.acts for s in SCALES}) for st in ACTS_EXPONENT}
-    # Measured: w 0.500, d 0.913, r 1.000, dwr 0.863, dWr 0.645. Tolerance 0.1 because: depth repeats a
-    # stage's non-first block, which runs at the stage's output resolution, while the first block expands
-    # at the previous (2× larger) resolution; with the unrepeated stem, extra depth adds fewer activations
-    # per block than B0's average (d: −0.09). Ceil-rounded repeats add whole blocks at small d (dWr,
-    # d = 1.15 at s = 4: +0.045; dwr +0.03). Width and resolution follow exactly (resolution to 4 px, channels
-    # to 8: < 0.01).
+    # Measured (pycls rounding): w 0.500, d 0.913, r 1.000, dwr 0.816, dWr 0.567. Tolerance 0.1 because:
+    # depth repeats a stage's non-first block, which runs at the stage's output resolution, while the first
+    # block expands at the previous (2× larger) resolution; with the unrepeated stem, extra depth adds fewer
+    # activations per block than B0's average (d: −0.09). Rounded repeats add whole blocks or none at small d
+    # (dWr, d = 1.15 at s = 4: 17 blocks for 16 × 1.15 = 18.4, −0.03; dwr −0.02; TF's ceil gave 23 blocks,
+    # +0.045, and dwr +0.03). Width and resolution follow exactly (resolution to 4 px, channels to 8: < 0.01).
     for st, expected in ACTS_EXPONENT.items():
         assert abs(fitted[st] - expected) <= 0.1, (st, fitted[st], expected)
     # The paper's point: fast scaling's activations grow nearly as slowly as width-only, far below d and r.

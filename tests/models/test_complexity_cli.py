@@ -45,6 +45,22 @@ def test_json_rows_for_strategies():
     assert r4["acts_growth"] == pytest.approx(4, rel=0.01)
 
 
+def test_rounding_and_stages():
+    """Strategy points are pycls-rounded unless --rounding tf; --stages adds the shape table below the first."""
+    done = run("--strategy", "dWr", "--scale", "4", "--stages")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split()[7:9] == ["15.82", "1.381"] and lines[3] == ""  # pycls's dWr s = 4: 1,381 M
+    assert lines[4].split() == ["name", "rounding", "depths", "widths", "stem", "head", "dropout", "drop_path",
+                                "dropout", "by"]
+    assert lines[5].split() == ["dWr-s4", "pycls", "1,2,2,3,3,5,1", "24,40,72,136,192,336,560", "56", "2232",
+                                "0.3", "0.2", "flops"]
+    tf = [json.loads(line) for line in run("--strategy", "dWr", "--scale", "4", "--rounding", "tf", "--json")
+          .stdout.splitlines()]
+    assert [(r["rounding"], r["depths"], r["stem"], r["head"], r["flops"]) for r in tf] == [
+        ("tf", [2, 3, 3, 4, 4, 5, 2], 56, 2232, 1_997_765_658)]
+
+
 def test_help_has_examples():
     done = run("--help")
     assert done.returncode == 0
@@ -69,6 +85,7 @@ def test_help_has_examples():
         (["--strategy", "dWr", "--scale", "4", "--fast-alpha", "1.5"], "fast_alpha must be in [0, 1]"),
         (["--phi", "1", "--num-classes", "0"], "--num-classes must be >= 1"),
         ([], "one of the arguments --variant --phi --strategy is required"),
+        (["--strategy", "w", "--scale", "4", "--base", "mobilenetv2", "--rounding", "pycls"], "use rounding tf"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):
