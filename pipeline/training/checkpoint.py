@@ -110,7 +110,8 @@ def checkpoint_spec(checkpoint: dict[str, Any], path: Path) -> tuple[ScaleSpec, 
     """``(spec, num_classes, in_chans)`` of the network a checkpoint holds, from its saved hyper-parameters."""
     hparams = checkpoint["hyper_parameters"]
     try:
-        spec = resolve_spec(**{k: hparams[k] for k in SPEC_KEYS if k in hparams})
+        # checkpoints from before rounding was a spec key were all built with EfficientNet's (TF) rounding
+        spec = resolve_spec(**{"rounding": "tf", **{k: hparams[k] for k in SPEC_KEYS if k in hparams}})
     except PipelineError as err:
         raise PipelineError(f"{path}: its saved model keys do not resolve ({err})") from None
     return spec, int(hparams.get("num_classes", 1000)), int(hparams.get("in_chans", 3))

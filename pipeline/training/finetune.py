@@ -32,7 +32,7 @@ from pipeline.training.checkpoint import checkpoint_path, checkpoint_spec, check
 
 TIMM_PREFIX = "timm:"
 # ScaleSpec fields that may differ between source and target: regularisation, not architecture
-REGULARISERS = ("dropout", "drop_path")
+REGULARISERS = ("dropout", "drop_path", "dropout_rule")
 
 
 def spec_overrides(hparams: dict[str, Any]) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.models import Complexity, build_model, count_complexity
+from pipeline.models.build import build_model
+from pipeline.models.complexity import Complexity, count_complexity
 from pipeline.scaling import VARIANTS, resolve_spec
 from pipeline.scaling.cost import effnet_cost
 from tests.models.test_complexity import COUNTED
