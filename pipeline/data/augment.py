@@ -116,12 +116,12 @@ def posterize(img: torch.Tensor, bits_to_keep: int, **_: Any) -> torch.Tensor:
 
 def solarize(img: torch.Tensor, thresh: int, **_: Any) -> torch.Tensor:
     """``ImageOps.solarize``: values ≥ ``thresh`` inverted."""
-    return _point(img, np.where(_VALUES < thresh, _VALUES, 255 - _VALUES).astype(np.uint8))
+    return _point(img, np.where(thresh > _VALUES, _VALUES, 255 - _VALUES).astype(np.uint8))
 
 
 def solarize_add(img: torch.Tensor, add: int, thresh: int = 128, **_: Any) -> torch.Tensor:
     """timm's ``solarize_add``: ``add`` to values below ``thresh`` (capped at 255)."""
-    return _point(img, np.where(_VALUES < thresh, np.minimum(255, _VALUES + add), _VALUES).astype(np.uint8))
+    return _point(img, np.where(thresh > _VALUES, np.minimum(255, _VALUES + add), _VALUES).astype(np.uint8))
 
 
 def contrast(img: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:

@@ -141,7 +141,7 @@ def test_three_epochs_on_digits_count_no_corrupt_sample(tmp_path: Path, config: 
                          test_split=None)
     seen = skipped = 0
     for _ in range(3):
-        for images, labels, skips in dm.loader("train"):
+        for _, labels, skips in dm.loader("train"):
             seen += len(labels)
             skipped += int(skips)
     assert seen > 3 * 1000 and skipped == 0
