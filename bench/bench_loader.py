@@ -4,7 +4,9 @@ Every row runs the loader and its peer side by side in this process on the same 
 repeats (the order flips every repeat, so drift in a shared machine's load hits both alike), medians of
 images/s, and the ratio of the medians. Peers: torchvision ``ImageFolder`` + timm ``create_transform`` on the
 JPEG tree the shards were written from (float normalised output; ours is uint8 normalised by
-``normalize_images``, timed in), and timm's own webdataset reader on the same shards. "limits" is the top
+``normalize_images``, timed in), and timm's own webdataset reader on the same shards. The AutoAugment /
+RandAugment rows (``Settings.policies``) give both sides the same timm policy (the peer's posterize with TF's
+0-bit black image, as ours), and a note lists each op's milliseconds, ours vs timm's PIL op. "limits" is the top
 self-time of one cProfile'd pass of ours (with loader workers: of the training process, waiting for them).
 Also: a Lightning fit vs a plain loop over the same loader, peak RSS of a train epoch at 1× and 10× the
 samples, and (only where CUDA exists) B0–B4 training throughput from
