@@ -4,7 +4,9 @@ Every row runs the loader and its peer side by side in this process on the same 
 repeats (the order flips every repeat, so drift in a shared machine's load hits both alike), medians of
 images/s, and the ratio of the medians. Peers: torchvision ``ImageFolder`` + timm ``create_transform`` on the
 JPEG tree the shards were written from (float normalised output; ours is uint8 normalised by
-``normalize_images``, timed in), and timm's own webdataset reader on the same shards. "limits" is the top
+``normalize_images``, timed in), and timm's own webdataset reader on the same shards. The AutoAugment /
+RandAugment rows (``Settings.policies``) give both sides the same timm policy (the peer's posterize with TF's
+0-bit black image, as ours), and a note lists each op's milliseconds, ours vs timm's PIL op. "limits" is the top
 self-time of one cProfile'd pass of ours (with loader workers: of the training process, waiting for them).
 Also: a Lightning fit vs a plain loop over the same loader, peak RSS of a train epoch at 1× and 10× the
 samples, and (only where CUDA exists) B0–B4 training throughput from
@@ -35,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.inputs import make_imagenet_tree, write_bench_shards
+from pipeline.data.augment import TENSOR_OPS, reference_policy
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.data.sharding import JPEG_QUALITY
 from pipeline.data.transforms import build_transform, normalize_images
@@ -51,13 +54,14 @@ class Settings:
     repeats: int = 3
     workers: int = 2
     max_sides: tuple[int | None, ...] = (None, 384, 320)
+    policies: tuple[str, ...] = ("v0", "rand-m9-mstd0.5-inc1")
     lightning_resolution: int = 64
     rss_factor: int = 10
     gpu_steps: int = 30
 
 
 TINY = Settings(train=48, val=16, resolution=32, batch=8, repeats=1, workers=2, max_sides=(None, 32),
-                lightning_resolution=32, rss_factor=2, gpu_steps=3)
+                policies=("v0",), lightning_resolution=32, rss_factor=2, gpu_steps=3)
 
 
 @dataclass
@@ -126,11 +130,19 @@ def _function_name(key: tuple[str, int, str], stats: dict) -> str:
     return f"{Path(file).stem}.{name}" if file != "~" else name
 
 
-def folder_loader(root: Path, s: Settings, train: bool, workers: int) -> DataLoader:
-    """torchvision ImageFolder + timm create_transform (the same arguments as the shard loader's defaults)."""
+def folder_loader(root: Path, s: Settings, train: bool, workers: int, auto_augment: str | None = None) -> DataLoader:
+    """torchvision ImageFolder + timm create_transform (the same arguments as the shard loader's defaults).
+
+    With ``auto_augment``, timm's PIL policy with TF's posterize (0 bits: black, where timm's op raises under
+    Pillow ≥ 11), the policy the shard loader applies.
+    """
     from torchvision.datasets import ImageFolder
 
-    ds = ImageFolder(str(root), transform=build_transform(s.resolution, train=train))
+    transform = build_transform(s.resolution, train=train, auto_augment=auto_augment)
+    if auto_augment:
+        transform.transforms = [reference_policy(t) if "Augment" in type(t).__name__ else t
+                                for t in transform.transforms]
+    ds = ImageFolder(str(root), transform=transform)
     return DataLoader(ds, batch_size=s.batch, shuffle=train, drop_last=train, num_workers=workers)
 
 
@@ -144,26 +156,30 @@ def timm_wds_loader(shards: Path, s: Settings, workers: int) -> DataLoader:
 
 
 def shard_module(shards: Path, s: Settings, workers: int, resolution: int | None = None,
-                 backend: str = "pil") -> ShardDataModule:
+                 backend: str = "pil", auto_augment: str | None = None) -> ShardDataModule:
     """The datamodule under test, as a training run would build it."""
     return ShardDataModule(str(shards), resolution=resolution or s.resolution, batch_size=s.batch,
-                           num_workers=workers, shuffle_buffer=min(1000, s.train), test_split=None, backend=backend)
+                           num_workers=workers, shuffle_buffer=min(1000, s.train), test_split=None, backend=backend,
+                           auto_augment=auto_augment)
 
 
 def loader_rows(tree: Path, shards: dict[str | None, Path], s: Settings) -> list[Row]:
     """Ours vs ImageFolder + create_transform (train/eval, max sides, 1 and N workers) and vs timm's reader."""
     rows = []
-    cases = [(side, "train", 0) for side in s.max_sides] + [(side, "val", 0) for side in s.max_sides[:2]]
-    cases += [(None, "train", s.workers), (s.max_sides[-1], "train", s.workers)]
-    for side, role, workers in cases:
-        dm = shard_module(shards[side], s, workers)
-        peer = folder_loader(tree / role, s, role == "train", workers)
+    cases = [(side, "train", 0, None) for side in s.max_sides] + [(side, "val", 0, None) for side in s.max_sides[:2]]
+    cases += [(None, "train", s.workers, None), (s.max_sides[-1], "train", s.workers, None)]
+    for policy in s.policies:
+        cases += [(side, "train", 0, policy) for side in s.max_sides] + [(s.max_sides[-1], "train", s.workers, policy)]
+    for side, role, workers, policy in cases:
+        dm = shard_module(shards[side], s, workers, auto_augment=policy)
+        peer = folder_loader(tree / role, s, role == "train", workers, policy)
         ours, theirs = side_by_side(lambda dm=dm, role=role: images_per_s(dm.loader(role), True),
                                     lambda peer=peer: images_per_s(peer), s.repeats)
         # with workers, the training process's profile: how much of it is waiting for their batches
         limits = top_self_time(lambda dm=dm, role=role: images_per_s(dm.loader(role), True))
-        rows.append(Row(f"{role} {side or 'full'}-side shards, {workers or 1} {'workers' if workers else 'process'}",
-                        ours, "ImageFolder + create_transform", theirs, limits))
+        rows.append(Row(f"{role}{f' {policy}' if policy else ''} {side or 'full'}-side shards, "
+                        f"{workers or 1} {'workers' if workers else 'process'}",
+                        ours, f"ImageFolder + create_transform{f' ({policy})' if policy else ''}", theirs, limits))
     side = s.max_sides[-1]
     dm = shard_module(shards[side], s, 0)
     peer = timm_wds_loader(shards[side], s, 0)
@@ -179,6 +195,37 @@ def loader_rows(tree: Path, shards: dict[str | None, Path], s: Settings) -> list
         rows.append(Row(f"train {side}-side shards, 1 process", ours, "data.backend: dali on CPU (1 thread)",
                         theirs, "DALI: its own executor threads beside the 1 decode thread"))
     return rows
+
+
+def op_times(s: Settings, repeats: int = 50) -> str:
+    """Per-op milliseconds at ``s.resolution`` px on a photo: the tensor op vs timm's PIL op (same arguments)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from timm.data.auto_augment import NAME_TO_OP
+
+    img = Image.fromarray(load_sample_images().images[0]).resize((s.resolution,) * 2, Image.Resampling.BICUBIC)
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+    kwargs = {"fillcolor": (124, 116, 104), "resample": Image.Resampling.BICUBIC}
+    args = {"Rotate": (20.0,), "Posterize": (3,), "Solarize": (100,), "SolarizeAdd": (50,), "Color": (1.5,),
+            "Contrast": (1.5,), "Brightness": (1.5,), "Sharpness": (1.5,), "ShearX": (0.2,), "ShearY": (0.2,),
+            "TranslateXRel": (0.2,), "TranslateYRel": (0.2,)}
+
+    def ms(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return 1e3 * (time.perf_counter() - start) / repeats
+
+    parts = []
+    for name in ("AutoContrast", "Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd", "Color", "Contrast",
+                 "Brightness", "Sharpness", "Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"):
+        a = args.get(name, ())
+        ours, pil = side_by_side(lambda name=name, a=a: ms(lambda: TENSOR_OPS[name](x, *a, **kwargs)),
+                                 lambda name=name, a=a: ms(lambda: NAME_TO_OP[name](img, *a, **kwargs)), s.repeats)
+        parts.append(f"{name} {ours:.2f}/{pil:.2f}")
+    return (f"AutoAugment / RandAugment op ms at {s.resolution} px, ours (uint8 tensor) / timm's PIL op, median of "
+            f"{s.repeats}: " + ", ".join(parts))
 
 
 def lightning_row(shards: Path, s: Settings) -> Row:
@@ -359,6 +406,7 @@ def run(s: Settings, work: Path, results: Path) -> list[Row]:
              f"{s.batch}, {s.train} train / {s.val} val JPEGs (max-side shards re-encoded at quality {JPEG_QUALITY}); "
              "one torch thread per process; "
              f"{os.cpu_count()} CPUs ({_cpu_name()}), torch {torch.__version__}"]
+    notes.append(op_times(s))
     if isinstance(gpu, str):
         notes.append(gpu)
     else:

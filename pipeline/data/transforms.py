@@ -17,10 +17,12 @@ collated batch into normalised floats on the device. Per sample it
    TorchCodec's ``decode_jpeg``, the same pixels straight into a tensor);
 3. crops and resizes in one antialiased ``torch.nn.functional.interpolate`` on uint8 (bilinear / bicubic:
    PIL's filters, ~4× faster than PIL's resize here); other interpolations use PIL's ``resize(box=…)``;
-4. applies timm's flip and colour jitter to the tensor (AutoAugment / RandAugment, PIL-only, on a PIL view).
+4. applies timm's flip and colour jitter, or timm's AutoAugment / RandAugment policy with tensor ops
+   (:mod:`pipeline.data.augment`), to the tensor (other policies, e.g. AugMix, on a PIL view of it).
 
-The randomness comes from the same generators as timm's transforms (``random`` for the crop box, torch's for
-flip and jitter), so seeding them around a call seeds the augmentation.
+The randomness comes from the same generators as timm's transforms (``random`` for the crop box and the
+policy's draws, numpy's for RandAugment's op choice, torch's for flip and jitter), so seeding them around a
+call seeds the augmentation.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchcodec.decoders import decode_jpeg
 from torchvision.transforms import ColorJitter, Compose, InterpolationMode
+
+from pipeline.data.augment import tensor_policy
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 TORCH_MODES = ("bilinear", "bicubic")  # antialiased uint8 interpolate; PIL's filters (a = -0.5 for bicubic)
@@ -182,7 +186,7 @@ class FastTransform:
     """Encoded image bytes → augmented uint8 ``[3, resolution, resolution]`` (see the module docstring).
 
     ``crop`` is timm's RandomResizedCrop (train) or None (eval: :func:`eval_geometry`); ``tensor_ops`` run on the
-    uint8 tensor (timm's flip, colour jitter); ``pil_ops`` (AutoAugment / RandAugment) on a PIL view of it.
+    uint8 tensor (timm's flip, colour jitter or AutoAugment / RandAugment); ``pil_ops`` (AugMix) on a PIL view.
     """
 
     resolution: int
@@ -237,10 +241,14 @@ def fast_transform(
     crop, *flips = primary.transforms
     tensor_ops = list(flips)
     pil_ops = []
-    for t in secondary.transforms:  # colour jitter works on tensors; timm's AutoAugment / RandAugment need PIL
+    for t in secondary.transforms:  # colour jitter and AutoAugment / RandAugment on tensors; AugMix needs PIL
+        on_tensor = None if pil_ops else tensor_policy(t)
         if isinstance(t, ColorJitter) and t.hue is None and not pil_ops:
-            t = Uint8ColorJitter(t)
-        (pil_ops if pil_ops or "Augment" in type(t).__name__ else tensor_ops).append(t)
+            on_tensor = Uint8ColorJitter(t)
+        elif on_tensor is None and (pil_ops or "Augment" in type(t).__name__):
+            pil_ops.append(t)
+            continue
+        tensor_ops.append(on_tensor or t)
     return FastTransform(
         resolution, crop, crop_pct, interpolation,
         Compose(tensor_ops) if tensor_ops else None, Compose(pil_ops) if pil_ops else None,

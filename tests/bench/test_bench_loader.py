@@ -27,10 +27,11 @@ def test_loader_benchmark_runs_tiny(tmp_path: Path) -> None:
                           env={**env, "BENCH_WANDB": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| train full-side shards, 1 process |" in proc.stdout and "GPU section" in proc.stdout
+    assert "| train v0 32-side shards, 2 workers | " in proc.stdout and "Equalize " in proc.stdout  # + per-op ms
     (saved,) = (tmp_path / "results").glob("loader-*.json")
     rows = json.loads(saved.read_text())["rows"]
     assert all(r["ours"] > 0 and r["peer"] > 0 for r in rows)
-    loader_rows = 8 if importlib.util.find_spec("nvidia.dali") is not None else 7  # + DALI where installed
+    loader_rows = 11 if importlib.util.find_spec("nvidia.dali") is not None else 10  # + DALI where installed
     assert len(rows) == loader_rows + 2  # + Lightning, RSS
     (table,) = (tmp_path / "results" / "wandb").glob("offline-run-*/files/media/table/loader_*.table.json")
     logged = json.loads(table.read_text())
