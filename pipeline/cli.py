@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from pipeline import preemption  # standard library only
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, message_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("pipeline.commands.fit", "train or fine-tune a scaled model (LightningCLI; --help for all keys)"),
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.main([name, *rest]) or 0)
     except PipelineError as err:
-        print(f"pipeline {name}: error: {err}", file=sys.stderr)
+        print(f"pipeline {name}: error: {message_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -52,6 +52,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, default_collate
 
+from pipeline.data.augment import AugmentationError
 from pipeline.data.plans import Piece, eval_plan, mix, role_batches, train_plan, worker
 from pipeline.data.shard_reading import SkipCounter, interleave, read_shard
 from pipeline.errors import PipelineError
@@ -220,7 +221,9 @@ class ShardStream(IterableDataset):
             if "__seed__" in sample:
                 seed_rngs(sample["__seed__"])
             buf.append(self.decode(sample))
-        except Exception as err:  # any failure to decode one sample makes it a corrupt sample
+        except AugmentationError:
+            raise  # a bug in an augmentation op, not bad data: it stops the run (one line naming the op)
+        except Exception as err:  # any failure to read or decode one sample makes it a corrupt sample
             counter.add(1, f"{sample.get('__key__')!r} from {sample.get('__url__')}: {type(err).__name__}: {err}")
             return False
         keys.append(sample["__key__"])

@@ -17,14 +17,16 @@ from PIL import Image
 from webdataset.writer import TarWriter
 
 from pipeline.atomic import atomic_write_json
+from pipeline.data.augment import AugmentationError
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.data.loader import ShardLoader
 from pipeline.data.plans import eval_plan, role_batches, train_plan
 from pipeline.data.shard_manifest import Shard, Split, manifest_dict
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
+from pipeline.data.stream import ShardStream
 from pipeline.data.transforms import build_transform, decode_side, eval_geometry
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, message_line
 from tests.data.helpers import TinySource, jpeg_bytes
 
 
@@ -334,3 +336,20 @@ def test_eval_crop_pct_follows_the_resolution_unless_set(tiny: Path, resolution:
     assert ShardDataModule(str(tiny), resolution=resolution, crop_pct=1.0).crop_pct == 1.0
     with pytest.raises(PipelineError, match="crop_pct"):
         ShardDataModule(str(tiny), crop_pct=1.5)
+
+
+def augment_bug(sample: dict) -> tuple[torch.Tensor, int]:
+    """A sample decoder whose augmentation op fails (as a broken op would, on every sample)."""
+    raise AugmentationError("augmentation op Rotate (magnitude 9) failed on a (3, 8, 8) torch.uint8 image: "
+                            "IndexError: index 3 is out of bounds")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_augmentation_error_stops_the_epoch_in_one_line(tmp_path: Path, workers: int) -> None:
+    """Not a corrupt sample: the error leaves the loader (from a worker too) and the CLI prints its own line."""
+    write_raw(tmp_path, {"train": [[good(i) for i in range(8)]]})
+    stream = ShardStream([str(tmp_path / "train-000000.tar")], [8], augment_bug, 4, train=True, shuffle_buffer=4)
+    with pytest.raises(AugmentationError) as err:
+        list(ShardLoader(stream, stream.train_batches(), num_workers=workers))
+    assert message_line(err.value) == ("augmentation op Rotate (magnitude 9) failed on a (3, 8, 8) torch.uint8 "
+                                       "image: IndexError: index 3 is out of bounds")
