@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
+from pipeline.data.transforms import normalize_images
 from pipeline.errors import PipelineError
 from pipeline.training.module import ScaledClassifier
 from pipeline.training.precise_bn import PreciseBN, recompute_bn_stats
@@ -180,3 +182,31 @@ def test_precise_bn_rescues_a_short_fine_tune_with_lagging_statistics(digits: Pa
     assert precise_bn.last_samples == 1437 - 1437 % 32  # the whole train epoch: fewer than 8192 images
     assert stale[0] < 0.25  # 100-way head, 10 classes used: chance is 10 %
     assert precise[0] > stale[0] + 0.3 and precise[1] > stale[1] + 0.3
+
+
+def test_callback_in_fit_uses_the_first_train_images_of_epoch_0(digits: Path) -> None:
+    pl.seed_everything(0)
+    module = ScaledClassifier(**SPEC, num_classes=10, recipe=_recipe(DEMO_CONFIG))
+    data = ShardDataModule(str(digits), resolution=32, **PLAIN_DATA)
+    precise_bn = PreciseBN(48)  # one batch of 32 and 16 of the next
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
+                         num_sanity_val_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[precise_bn])
+    trainer.fit(module, data)
+    assert precise_bn.last_samples == 48
+    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 4  # the fit's own batches, untouched
+
+    # the statistics the last validation used: the same 48 images through copies of the final networks
+    networks = [copy.deepcopy(module.model), copy.deepcopy(module.ema.module)]
+    for network in networks:
+        for layer in network.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.fill_(5.0)
+    loader = data.loader("train")
+    loader.epoch_fn = None  # epoch 0, as the callback reads it
+    images = torch.cat([images for images, _, _ in itertools.islice(loader, 2)])[:48]
+    recompute_bn_stats(networks, [normalize_images(images[:32]), normalize_images(images[32:])])
+    for fitted, copied in ((module.model, networks[0]), (module.ema.module, networks[1])):
+        for key, value in copied.state_dict().items():
+            if "running_" in key:
+                torch.testing.assert_close(fitted.state_dict()[key], value, msg=key)
