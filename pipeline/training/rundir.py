@@ -33,6 +33,8 @@ class RunOptions:
         source_run: the run this one was fine-tuned from (transfer runs), recorded in result.json.
         project: W&B project.
         monitor: metric that picks ``best.ckpt``.
+        precise_bn_samples: training images (all ranks together) on which every BatchNorm's statistics are
+            recomputed before each validation and test (pycls's precise BN, which uses 8192); 0 = off.
     """
 
     root: str = "runs"
@@ -42,6 +44,7 @@ class RunOptions:
     source_run: str | None = None
     project: str = "compound-scaling"
     monitor: str = "val/top1"
+    precise_bn_samples: int = 0
 
 
 def run_name(spec: ScaleSpec, dataset: str | None = None) -> str:
