@@ -44,6 +44,7 @@ from pipeline.training.finetune import check_source
 from pipeline.training.guards import NonFiniteError, NonFiniteGuard
 from pipeline.training.loggers import build_loggers
 from pipeline.training.module import ScaledClassifier
+from pipeline.training.precise_bn import PreciseBN
 from pipeline.training.recipe import Recipe
 from pipeline.training.requeue import RequeueOnSignal
 from pipeline.training.result import git_commit, write_result
@@ -182,7 +183,8 @@ class PipelineCLI(LightningCLI):
         name, group = self.directory.name, self.options.sweep or SINGLE
         self.summary = RunSummary(dataset=dataset, extra={"run_name": name, "sweep": group})
         trainer_config = self.config_init[self.subcommand].trainer
-        trainer_config.callbacks = [*(trainer_config.callbacks or []), *checkpoint_callbacks(
+        self.precise_bn = PreciseBN(self.options.precise_bn_samples)  # first: the evaluations see its statistics
+        trainer_config.callbacks = [*(trainer_config.callbacks or []), self.precise_bn, *checkpoint_callbacks(
             self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, NonFiniteGuard(),
             *([RequeueOnSignal()] if "SLURM_JOB_ID" in os.environ else [])]  # under a SLURM batch job
         plugins = trainer_config.plugins or []
@@ -224,6 +226,7 @@ class PipelineCLI(LightningCLI):
             "dataset": self.summary.dataset, "source_run": self.options.source_run, "spec_name": spec["name"],
             "base": spec["base"], "wall_time_s": time.time() - self.started, "wandb_run_id": run_id,
             "git_commit": git_commit(Path(__file__).parent),
+            "precise_bn_samples": self.precise_bn.last_samples,  # images used (all ranks); 0 = off
         }
         write_result(self.directory, record)
 
