@@ -22,7 +22,7 @@ from pipeline.cluster.checks import (
     check_time_limit,
     cpus_needed,
 )
-from pipeline.cluster.launch import run_dir_overrides
+from pipeline.cluster.launch import MAX_RETRIES_ENV, resumable_config, run_dir_overrides
 from pipeline.cluster.run_manifest import index_ranges, pending, read_manifest
 from pipeline.errors import PipelineError
 from pipeline.preemption import REQUEUE_ENV, SIGNAL_ENV, parse_signal
@@ -44,9 +44,9 @@ def submit(args: argparse.Namespace, overrides: list[str]) -> int:
     ``args.dry_run``); print the job id."""
     tasks = args.ntasks_per_node if args.ntasks_per_node is not None else max(args.gpus_per_node, 1)
     if (args.nodes < 1 or args.gpus_per_node < 0 or args.max_parallel < 1 or args.signal_lead < 0
-            or (args.cpus_per_task is not None and args.cpus_per_task < 1)):
-        raise PipelineError("--nodes, --max-parallel and --cpus-per-task must be ≥ 1, --gpus-per-node and "
-                            "--signal-lead ≥ 0")
+            or args.max_retries < 0 or (args.cpus_per_task is not None and args.cpus_per_task < 1)):
+        raise PipelineError("--nodes, --max-parallel and --cpus-per-task must be ≥ 1, --gpus-per-node, "
+                            "--signal-lead and --max-retries ≥ 0")
     check_tasks_per_node(tasks, args.gpus_per_node)
     check_overrides(overrides)
     check_time_limit(args.time, args.signal_lead)
@@ -66,9 +66,15 @@ def submit(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.config:
         resolved = check_run(args.config, overrides)
         checked = [resolved]
-        script, target, array = "train.sbatch", args.config, None
+        script, target, array = "train.sbatch", [args.config], None
         name = args.job_name or resolved.run_dir.name
         log = resolved.run_dir.parent / "slurm-logs" / f"%x-%j-{stamp}.out"
+    elif args.resume:
+        run = Path(args.resume).resolve()
+        checked = [check_run(str(resumable_config(run)), [*overrides, *run_dir_overrides(run)])]
+        script, target, array = "train.sbatch", ["--resume", str(run)], None
+        name = args.job_name or run.name
+        log = run.parent / "slurm-logs" / f"%x-%j-{stamp}.out"
     else:
         runs = read_manifest(args.manifest)
         todo = pending(runs)
@@ -78,7 +84,7 @@ def submit(args: argparse.Namespace, overrides: list[str]) -> int:
             return 0
         checked = [check_run(run.config, [*run.overrides, *overrides, *run_dir_overrides(Path(run.run_dir))])
                    for run in (runs[i] for i in todo)]
-        script, target = "array.sbatch", args.manifest
+        script, target = "array.sbatch", [args.manifest]
         array = f"{index_ranges(todo)}%{args.max_parallel}"
         name = args.job_name or Path(args.manifest).stem
         log = Path(args.manifest).parent / "slurm-logs" / f"%x-%A_%a-{stamp}.out"
@@ -94,8 +100,9 @@ def submit(args: argparse.Namespace, overrides: list[str]) -> int:
     cmd += [f"--{key.replace('_', '-')}={value}" for key, value in
             (("gpus_per_node", args.gpus_per_node or None), ("cpus_per_task", cpus),
              ("time", args.time), ("partition", args.partition), ("array", array)) if value]
-    cmd += [*args.sbatch_arg, str(SLURM_DIR / script), target, *overrides]
-    env = {"CLUSTER_PYTHON": sys.executable, SIGNAL_ENV: signal, REQUEUE_ENV: "0" if args.no_requeue else "1"}
+    cmd += [*args.sbatch_arg, str(SLURM_DIR / script), *target, *overrides]
+    env = {"CLUSTER_PYTHON": sys.executable, SIGNAL_ENV: signal, REQUEUE_ENV: "0" if args.no_requeue else "1",
+           MAX_RETRIES_ENV: str(args.max_retries)}
     if args.setup:
         env[SETUP_ENV] = str(Path(args.setup).resolve())
     if args.dry_run:

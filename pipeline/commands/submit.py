@@ -4,6 +4,10 @@ One run::
 
     pipeline submit --config configs/x.yaml --nodes 2 --gpus-per-node 4 [-- pipeline fit overrides…]
 
+A run whose job ended (failed, timed out, cancelled, node lost), in the same directory and W&B run::
+
+    pipeline submit --resume runs/<sweep>/<run> --nodes 2 --gpus-per-node 4
+
 A run manifest as a job array (only runs without ``result.json``, at most K at once)::
 
     pipeline submit --manifest runs/sweep/run_manifest.json --max-parallel 4 [-- overrides for every run…]
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from pipeline.cluster.launch import DEFAULT_MAX_RETRIES
 from pipeline.cluster.submit import SETUP_ENV, submit
 from pipeline.preemption import SIGNAL_ENV
 
@@ -29,11 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``pipeline submit`` options; overrides for ``pipeline fit`` follow a ``--``."""
     p = argparse.ArgumentParser(
         prog="pipeline submit", description=DESCRIPTION,
-        usage="pipeline submit (--config CFG | --manifest FILE) [options] [-- pipeline fit overrides…]",
+        usage="pipeline submit (--config CFG | --manifest FILE | --resume RUN_DIR) [options] "
+              "[-- pipeline fit overrides…]",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--config", help="training config: one run through slurm/train.sbatch")
     what.add_argument("--manifest", help="run manifest (JSON): a job array through slurm/array.sbatch")
+    what.add_argument("--resume", metavar="RUN_DIR",
+                      help="continue a run whose job ended (failed, timed out, cancelled, node lost): its stored "
+                           "config, the same run directory and W&B run, from its last.ckpt")
     p.add_argument("--nodes", type=int, default=1, help="nodes per run (default 1)")
     p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; 0 = CPU-only (gloo)")
     p.add_argument("--ntasks-per-node", type=int, help="tasks per node (default: one per GPU, or 1 on CPU)")
@@ -46,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signal", default=os.environ.get(SIGNAL_ENV, "USR1"),
                    help="requeue signal sent to the tasks before the time limit: USR1 (default) or USR2")
     p.add_argument("--signal-lead", type=int, default=120, help="seconds before the time limit (default 120)")
-    p.add_argument("--no-requeue", action="store_true", help="on the signal only checkpoint and stop")
+    p.add_argument("--no-requeue", action="store_true",
+                   help="on the signal only checkpoint and stop; a failed task is not retried either")
+    p.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+                   help=f"requeues of a run whose task died (killed, segfault, NCCL error), each resuming from "
+                        f"last.ckpt (default {DEFAULT_MAX_RETRIES}; a failure repeating at the same step stops)")
     p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                    help="extra sbatch option, e.g. --sbatch-arg=--account=abc (repeatable)")
     p.add_argument("--setup", default=os.environ.get(SETUP_ENV), metavar="FILE",

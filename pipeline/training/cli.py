@@ -11,6 +11,7 @@ import os
 import re
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +78,25 @@ def training_complete(trainer: Any) -> bool:
     return trainer.max_epochs is not None and trainer.max_epochs > 0 and epochs_done >= trainer.max_epochs
 
 
-def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
-    """``last.ckpt`` after every epoch (first: it is ``trainer.checkpoint_callback``) and ``best.ckpt`` by ``monitor``.
+def checkpoint_callbacks(dirpath: Path, monitor: str, every_min: float) -> list[ModelCheckpoint]:
+    """``last.ckpt`` after every epoch (first: it is ``trainer.checkpoint_callback``), ``best.ckpt`` by ``monitor``,
+    and ``last.ckpt`` again every ``every_min`` minutes of training (none when 0).
 
-    Two callbacks because Lightning 2.6's ``save_last=True`` only refreshes last.ckpt in epochs where
-    the monitored metric improved, which would resume from a stale epoch.
+    Separate callbacks because Lightning 2.6's ``save_last=True`` only refreshes last.ckpt in epochs where
+    the monitored metric improved, which would resume from a stale epoch, and one ModelCheckpoint takes
+    either epochs or a time interval. The time check is broadcast from rank 0, so every rank saves at the
+    same step; the saved loader state makes the resume exact mid-epoch.
     """
-    return [
+    callbacks = [
         ModelCheckpoint(dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False),
         ModelCheckpoint(dirpath=dirpath, filename=BEST, monitor=monitor, mode="max", save_top_k=1,
                         enable_version_counter=False),
     ]
+    if every_min > 0:
+        callbacks.append(ModelCheckpoint(dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1,
+                                         enable_version_counter=False,
+                                         train_time_interval=timedelta(minutes=every_min)))
+    return callbacks
 
 
 class RunConfig(SaveConfigCallback):
@@ -184,9 +193,10 @@ class PipelineCLI(LightningCLI):
         self.summary = RunSummary(dataset=dataset, extra={"run_name": name, "sweep": group})
         trainer_config = self.config_init[self.subcommand].trainer
         self.precise_bn = PreciseBN(self.options.precise_bn_samples)  # first: the evaluations see its statistics
-        trainer_config.callbacks = [*(trainer_config.callbacks or []), self.precise_bn, *checkpoint_callbacks(
-            self.directory / CHECKPOINT_DIR, self.options.monitor), self.summary, NonFiniteGuard(),
-            *([RequeueOnSignal()] if "SLURM_JOB_ID" in os.environ else [])]  # under a SLURM batch job
+        checkpoints = checkpoint_callbacks(self.directory / CHECKPOINT_DIR, self.options.monitor,
+                                           self.options.checkpoint_every_min)
+        trainer_config.callbacks = [*(trainer_config.callbacks or []), self.precise_bn, *checkpoints, self.summary,
+                                    NonFiniteGuard(), *([RequeueOnSignal()] if "SLURM_JOB_ID" in os.environ else [])]
         plugins = trainer_config.plugins or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO(),
                    *layer_sync_plugins(config.trainer.sync_batchnorm)]

@@ -3,6 +3,7 @@ check that one directory never holds two different runs."""
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ class RunOptions:
         monitor: metric that picks ``best.ckpt``.
         precise_bn_samples: training images (all ranks together) on which every BatchNorm's statistics are
             recomputed before each validation and test (pycls's precise BN, which uses 8192); 0 = off.
+        checkpoint_every_min: also write ``last.ckpt`` every this many minutes of training, mid-epoch too (exact
+            resume as at an epoch end), so a crash loses at most that much; 0 = only at epoch ends.
     """
 
     root: str = "runs"
@@ -45,6 +48,14 @@ class RunOptions:
     project: str = "compound-scaling"
     monitor: str = "val/top1"
     precise_bn_samples: int = 0
+    checkpoint_every_min: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.checkpoint_every_min) or self.checkpoint_every_min < 0:
+            raise PipelineError(f"run.checkpoint_every_min must be ≥ 0 minutes (0 = only at epoch ends), "
+                                f"got {self.checkpoint_every_min}")
+        if self.precise_bn_samples < 0:
+            raise PipelineError(f"run.precise_bn_samples must be ≥ 0 (0 = off), got {self.precise_bn_samples}")
 
 
 def run_name(spec: ScaleSpec, dataset: str | None = None) -> str:
@@ -87,6 +98,7 @@ CONFIG_FILE = "config.yaml"
 IGNORED_KEYS = frozenset({
     "run.root", "run.sweep", "run.name", "trainer.default_root_dir", "ckpt_path", "weights_only",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+    "run.checkpoint_every_min",
 })
 # Keys a resume (--ckpt_path) may raise: training goes on longer, the steps already done are the same.
 EXTENDABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps")

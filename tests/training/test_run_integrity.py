@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from pipeline import cli
 from pipeline.training.checkpoint import load_checkpoint
-from tests.training.conftest import DEMO_CONFIG, run_pipeline
+from tests.training.conftest import DEMO_CONFIG, REPO, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +75,25 @@ def test_a_resume_may_extend_training_and_records_it(finished: Path, digits: Pat
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
         "(trainer.max_epochs: 2 → 1); give this run its own --run.name or --run.sweep, or resume the stored run "
         "unchanged with --ckpt_path last")
+
+
+def test_a_crash_mid_epoch_resumes_from_the_time_based_checkpoint(digits: Path, tmp_path: Path) -> None:
+    """last.ckpt every 0.1 s of training: a process killed after step 7 of a 12-step epoch left a mid-epoch
+    checkpoint (not only the epoch start), and the resume from it ends with the uninterrupted run's weights."""
+    crash = ("--trainer.callbacks+=tests.crash.CrashAt", "--run.checkpoint_every_min", "0.0017",
+             "--trainer.limit_train_batches", "12", "--data.batch_size", "8")
+    env = {"PYTHONPATH": str(REPO)}
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    done = run_pipeline(*fit_args(digits, whole, *crash), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = run_pipeline(*fit_args(digits, broken, *crash), cwd=tmp_path, env={**env, "CRASH_AT_STEP": "7"})
+    assert killed.returncode == -9
+    last = broken / "demo" / "run" / "checkpoints" / "last.ckpt"
+    assert 0 < load_checkpoint(last)["global_step"] <= 7  # written mid-epoch, before the crash
+    done = run_pipeline(*fit_args(digits, broken, *crash, "--ckpt_path", "last"), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed, uninterrupted = (load_checkpoint(root / "demo" / "run" / "checkpoints" / "last.ckpt")
+                              for root in (broken, whole))
+    assert resumed["global_step"] == uninterrupted["global_step"] == 12
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
