@@ -81,7 +81,7 @@ lint: install  ## ruff
 bench: install  ## benchmarks: ratios against their peers, measured side by side
 	$(PY) -m bench
 
-bench-scale: install  ## ImageNet-size figures beside 1/10 of them (~10 GB under BENCH_DIR; BENCH_SCALE=0.1 for 1/10)
+bench-scale: install  ## ImageNet-size figures beside 1/10 of them (~17 GB under BENCH_DIR; BENCH_SCALE=0.1 for 1/10)
 	$(PY) -m bench.bench_scale --scale $(BENCH_SCALE) --work $(BENCH_DIR)
 
 complexity: install  ## the B0–B7 complexity table

@@ -353,11 +353,16 @@ def rows(big: Figures, small: Figures) -> list[tuple[str, str, str, float, str]]
     out.append((f"first train batch, ranks {', '.join(map(str, _ranks(s)))}: min / median / max s "
                 f"({s.workers} workers, real decode)", spread(big.first_batch_s), spread(small.first_batch_s),
                 statistics.median(big.first_batch_s) / statistics.median(small.first_batch_s),
-                "worker start + shuffle-buffer fill + one batch's decode, on this machine's cores"))
+                "every worker decodes its first batch at once on this machine's cores (where a rank has fewer "
+                "batches than workers, fewer do); the raw-sample buffer fill is bounded by data.shuffle_buffer"))
     for role, a, b, limits in (
-        ("train epoch", big.train, small.train, ("cut = N mod (world × batch), < one global batch",
-                                                 "equal on every rank by design")),
-        ("val pass", big.val, small.val, ("every sample once: cut 0", "may differ by rank by design")),
+        ("train epoch", big.train, small.train, (
+            "cut = N mod (world × batch), < one global batch (read ratio = batches ratio)",
+            "equal on every rank by design", f"{s.world} × {s.workers} worker starts + reading each slot's ranges")),
+        ("val pass", big.val, small.val, (
+            "every sample once: cut 0", "may differ by rank by design",
+            f"{s.world} × {s.workers} worker starts; with fewer shards than slots every slot reads a whole shard to "
+            "keep every k-th sample: slots × shard size raw reads, whatever N")),
     ):
         out.append((f"{role}, {s.world} × {s.workers} slots: read / distinct / duplicates / missing (cut)",
                     f"{a.read:,} / {a.distinct:,} / {a.duplicates} / {a.missing} ({a.cut})",
@@ -365,8 +370,7 @@ def rows(big: Figures, small: Figures) -> list[tuple[str, str, str, float, str]]
                     limits[0]))
         out.append((f"{role}: batches per rank (min–max)", f"{min(a.batches)}–{max(a.batches)}",
                     f"{min(b.batches)}–{max(b.batches)}", max(a.batches) / max(b.batches), limits[1]))
-        out.append(row(f"{role}: wall s (labels only, no image decode)", a.seconds, b.seconds, ".1f",
-                       f"{s.world} × {s.workers} worker starts + tar reading"))
+        out.append(row(f"{role}: wall s (labels only, no image decode)", a.seconds, b.seconds, ".1f", limits[2]))
     out += [
         row("first batch after resume at half the epoch, rank 0 (s)", big.resume_s, small.resume_s, ".2f",
             f"skips {big.resume_at[0]} of {big.resume_at[1]} batches' raw samples (tar reading, no decode)"),
