@@ -21,10 +21,12 @@ STRATEGIES ?= dWr
 SCALES ?= 2,4
 SWEEP_ARGS ?=
 FIT_ARGS ?=
+BENCH_SCALE ?= 1
+BENCH_DIR ?= /tmp/bench-scale
 REPORT ?= $(wildcard runs/$(GRID) runs/$(SCALE))
 
 .PHONY: help install demo digits sweep-grid sweep-scale report transfer-cifar100 transfer-flowers102 test test-quick \
-        test-slurm lint bench complexity slurm-train clean
+        test-slurm lint bench bench-scale complexity slurm-train clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -78,6 +80,9 @@ lint: install  ## ruff
 
 bench: install  ## benchmarks: ratios against their peers, measured side by side
 	$(PY) -m bench
+
+bench-scale: install  ## ImageNet-size figures beside 1/10 of them (~17 GB under BENCH_DIR; BENCH_SCALE=0.1 for 1/10)
+	$(PY) -m bench.bench_scale --scale $(BENCH_SCALE) --work $(BENCH_DIR)
 
 complexity: install  ## the B0–B7 complexity table
 	$(PIPELINE) complexity --variant b0 b1 b2 b3 b4 b5 b6 b7
