@@ -78,8 +78,8 @@ test-slurm: install  ## only the SLURM tests: a real 2-node cluster on this mach
 lint: install  ## ruff
 	$(DEPS)/bin/ruff check pipeline tests bench
 
-bench: install  ## benchmarks: ratios against their peers, measured side by side
-	$(PY) -m bench
+bench: install  ## benchmarks: ratios against their peers, measured side by side (bench-scale apart: ~45 min, 15 GB)
+	$(PY) -m bench $(filter-out scale,$(patsubst bench/bench_%.py,%,$(wildcard bench/bench_*.py)))
 
 bench-scale: install  ## ImageNet-size figures beside 1/10 of them (~17 GB under BENCH_DIR; BENCH_SCALE=0.1 for 1/10)
 	$(PY) -m bench.bench_scale --scale $(BENCH_SCALE) --work $(BENCH_DIR)
