@@ -21,10 +21,13 @@ timm's ``v0`` (the EfficientNet recipe's AutoAugment, Google's ``policy_v0``) is
 ``nvidia.dali.auto_aug`` — the same 25 sub-policies, probabilities and magnitude bins (DALI drops timm's two
 probability-0 ops) — with timm's magnitudes where DALI's differ: posterize keeps ``int(4·bin/10)`` bits, 0 bits a
 black image (TF's semantics; DALI's own maps 0 bits to 1), solarize thresholds truncated to ``int(25.6·bin)``
-(DALI's own compares with the float), translation ``0.45 × side`` (timm's ``translate_pct``). Pixels still differ
-from timm's (not measured: no GPU in the session that wrote this): warps (rotate, shear, translate) are bilinear
-with grey 128 fill (TF's reference) where timm picks bilinear or bicubic and fills with the ImageNet mean, Equalize
-follows OpenCV's look-up table, Color is DALI's HSV saturation rather than Pillow's blend with the grey image.
+(DALI's own compares with the float), translation ``0.45 × side`` (timm's ``translate_pct``). Pixels against
+:mod:`pipeline.data.augment`'s ops (Pillow's), DALI 2.4 on the CPU, a 224² photo: Posterize, Solarize, SolarizeAdd,
+Invert, AutoContrast exact; Equalize (OpenCV's look-up table) mean absolute difference 0.99 grey levels, at most 5;
+Color (DALI's saturation) 0.37–0.53, at most 2; Rotate / ShearX with the same bilinear filter and fill 0.15 / 0.10.
+The warps (rotate, shear, translate) are always bilinear with grey 128 fill (TF's reference) where timm picks
+bilinear or bicubic per op and fills with the ImageNet mean. The flip comes after the policy (timm's before it): the
+policy's warps draw their sign at random, so the distribution is the same.
 ``original`` / ``originalr`` / ``v0r``, any ``mstd`` magnitude noise and timm's RandAugment (each layer applied with
 probability 0.5, magnitudes on timm's 0–10 scale, ``inc1`` ops) have no DALI equivalent. The policy runs on the
 CPU too (DALI ≥ 2: how CI tests it).
