@@ -26,7 +26,7 @@ BENCH_DIR ?= /tmp/bench-scale
 REPORT ?= $(wildcard runs/$(GRID) runs/$(SCALE))
 
 .PHONY: help install demo digits sweep-grid sweep-scale report transfer-cifar100 transfer-flowers102 test test-quick \
-        test-slurm lint bench bench-scale complexity slurm-train clean
+        test-slurm lint bench bench-scale gpu-check complexity slurm-train clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -83,6 +83,12 @@ bench: install  ## benchmarks: ratios against their peers, measured side by side
 
 bench-scale: install  ## ImageNet-size figures beside 1/10 of them (~17 GB under BENCH_DIR; BENCH_SCALE=0.1 for 1/10)
 	$(PY) -m bench.bench_scale --scale $(BENCH_SCALE) --work $(BENCH_DIR)
+
+# A torch-only GPU machine lacks wheels (webdataset, jsonargparse, DALI): ../shared/tools/device-wheels.sh fetches
+# them where the network is; without DALI, GPU_CHECK_ARGS=--no-dali leaves its rows out.
+GPU_CHECK_ARGS ?=
+gpu-check: install  ## every GPU claim (fit with gpu.yaml, B0 throughput, DALI) in one table, < 8 min; no CUDA: one line
+	$(PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 complexity: install  ## the B0–B7 complexity table
 	$(PIPELINE) complexity --variant b0 b1 b2 b3 b4 b5 b6 b7

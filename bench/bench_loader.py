@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from bench.gpu_check import TrainStep
 from bench.inputs import make_imagenet_tree, write_bench_shards
 from pipeline.data.augment import TENSOR_OPS, reference_policy
 from pipeline.data.datamodule import ShardDataModule
@@ -335,51 +336,15 @@ def gpu_rows(shards: Path, s: Settings) -> list[Row] | str:
     for variant in ("b0", "b1", "b2", "b3", "b4"):
         cfg = timm.create_model(f"efficientnet_{variant}", pretrained=False).pretrained_cfg
         res = cfg["input_size"][-1]
+        dm = ShardDataModule(str(shards), resolution=res, batch_size=s.batch, num_workers=workers,
+                             test_split=None, crop_pct=cfg.get("crop_pct", 0.875))
         for compiled in (False, True):
-            model = timm.create_model(f"efficientnet_{variant}", num_classes=1000).cuda()
-            model = model.to(memory_format=torch.channels_last)
-            step_model = torch.compile(model) if compiled else model
-            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-            def step(images: torch.Tensor, labels: torch.Tensor, step_model=step_model, opt=opt) -> None:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = torch.nn.functional.cross_entropy(step_model(images), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            synthetic = (torch.randint(0, 256, (s.batch, 3, res, res), dtype=torch.uint8, device="cuda"),
-                         torch.randint(0, 1000, (s.batch,), device="cuda"))
-            for _ in range(3):  # warm-up (compile, cudnn autotune)
-                step(normalize_images(synthetic[0]).contiguous(memory_format=torch.channels_last), synthetic[1])
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(s.gpu_steps):
-                step(normalize_images(synthetic[0]).contiguous(memory_format=torch.channels_last), synthetic[1])
-            torch.cuda.synchronize()
-            synth = s.gpu_steps * s.batch / (time.perf_counter() - start)
-
-            dm = ShardDataModule(str(shards), resolution=res, batch_size=s.batch, num_workers=workers,
-                                 test_split=None, crop_pct=cfg.get("crop_pct", 0.875))
-            wait = n = 0.0
-            start = time.perf_counter()
-            batches = iter(dm.loader("train"))
-            while n < s.gpu_steps * s.batch:
-                t = time.perf_counter()
-                try:
-                    images, labels, _ = next(batches)
-                except StopIteration:
-                    batches = iter(dm.loader("train"))
-                    continue
-                wait += time.perf_counter() - t
-                images = normalize_images(images.cuda(non_blocking=True)).contiguous(memory_format=torch.channels_last)
-                step(images, labels.cuda(non_blocking=True))
-                n += len(labels)
-            torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
+            step = TrainStep(timm.create_model(f"efficientnet_{variant}", num_classes=1000), compiled=compiled)
+            synth, _ = step.images_per_s(s.gpu_steps, s.batch, res)
+            ours, wait = step.images_per_s(s.gpu_steps, s.batch, res, lambda dm=dm: dm.loader("train"))
             rows.append(Row(f"{variant} {res} px bf16 channels_last{' compiled' if compiled else ''}, "
-                            f"{workers} workers", n / seconds, "synthetic data in GPU memory", synth,
-                            f"waiting for data {100 * wait / seconds:.0f}% of step time"))
+                            f"{workers} workers", ours, "synthetic data in GPU memory", synth,
+                            f"waiting for data {100 * wait:.0f}% of step time"))
     return rows
 
 

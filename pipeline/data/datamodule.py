@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from pipeline.data.dali import DaliLoader, require_dali
+from pipeline.data.dali import DaliAugment, DaliLoader, dali_augment, require_dali
 from pipeline.data.loader import ShardLoader
 from pipeline.data.shard_manifest import Manifest, load_manifest
 from pipeline.data.stream import ShardStream
@@ -72,7 +72,11 @@ class ShardDataModule(pl.LightningDataModule):
         color_jitter: colour-jitter strength when ``auto_augment`` is None (None or 0 = off).
         train_split / val_split / test_split: split names in the manifest (None = not used).
         backend: ``pil`` (CPU decode in loader workers) or ``dali`` (NVIDIA DALI, nvJPEG on the GPU; optional
-            dependency, see :mod:`pipeline.data.dali`). Both give uint8 batches, normalised on the device.
+            dependency, see :mod:`pipeline.data.dali`). Both give uint8 batches, normalised on the device. With
+            ``dali``, an ``auto_augment`` or ``interpolation`` DALI has no equivalent of is a PipelineError here.
+
+    Recorded as hparams (logged with the model's): ``backend``, ``augmentation`` (the policy actually applied, or
+    the colour jitter), ``interpolation`` and ``eval_crop_pct``.
 
     The manifest is read and checked, and local train/val shards are checked to exist, in ``__init__``: a bad
     root is a PipelineError before any training starts (the test split: at ``setup("test")``).
@@ -108,8 +112,6 @@ class ShardDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
         self.crop_pct = eval_crop_pct(resolution) if crop_pct is None else crop_pct
-        # recorded: Lightning logs a datamodule's hparams with the model's (W&B config, hparams.yaml, checkpoint)
-        self.save_hyperparameters({"eval_crop_pct": self.crop_pct})
         rank_zero_info(f"eval crop_pct {self.crop_pct:.4g} at {resolution} px ("
                        f"{'resolution / (resolution + 32)' if crop_pct is None else 'data.crop_pct'})")
         self.auto_augment, self.interpolation = auto_augment, interpolation
@@ -117,9 +119,16 @@ class ShardDataModule(pl.LightningDataModule):
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         if backend not in ("pil", "dali"):
             raise PipelineError(f"data.backend must be pil or dali, not {backend!r}")
-        if backend == "dali":
+        # checked before DALI is needed: a policy without a DALI equivalent is refused on any machine
+        self.dali: DaliAugment | None = dali_augment(auto_augment, interpolation) if backend == "dali" else None
+        if self.dali is not None:
             require_dali()
         self.backend = backend
+        augmentation = ((self.dali.record() if self.dali is not None else None) or auto_augment
+                        or (f"color_jitter {color_jitter}" if color_jitter else "none"))
+        # recorded: Lightning logs a datamodule's hparams with the model's (W&B config, hparams.yaml, checkpoint)
+        self.save_hyperparameters({"eval_crop_pct": self.crop_pct, "backend": backend, "augmentation": augmentation,
+                                   "interpolation": interpolation})
         self.manifest: Manifest = load_manifest(self.root)
         self.check()
 
@@ -246,7 +255,8 @@ class ShardDataModule(pl.LightningDataModule):
             self.manifest.urls(split.name), split.count, train=role == "train", resolution=self.resolution,
             batch_size=self.batch_size if role == "train" else self.eval_batch_size, rank=rank,
             world_size=world_size, seed=self.seed, shuffle_buffer=self.shuffle_buffer, crop_pct=self.crop_pct,
-            scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter, num_threads=max(self.num_workers, 1),
+            scale=self.scale, hflip=self.hflip, color_jitter=self.color_jitter, augment=self.dali,
+            num_threads=max(self.num_workers, 1),
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
