@@ -54,8 +54,8 @@ demo: install  ## a miniature study: digits, compound φ = 0,1,2 and dWr at the 
 digits: install  ## the embedded digits shards in data/digits (once)
 	test -f data/digits/manifest.json || $(PIPELINE) shards digits --out data/digits
 
-sweep-grid: install $(if $(filter data/digits,$(DATA)),digits)  ## α, β, γ grid at φ = 1 (4 candidates): runs/$(GRID)
-	$(PIPELINE) sweep grid --config $(SWEEP_CONFIG) --name $(GRID) --max-candidates 4 $(SWEEP_ARGS) \
+sweep-grid: install $(if $(filter data/digits,$(DATA)),digits)  ## α, β, γ grid at 2× the base's flops: runs/$(GRID)
+	$(PIPELINE) sweep grid --config $(SWEEP_CONFIG) --name $(GRID) $(SWEEP_ARGS) \
 	  -- --data.root $(DATA) $(FIT_ARGS)
 
 sweep-scale: install $(if $(filter data/digits,$(DATA)),digits)  ## compound φ=$(PHI) + $(STRATEGIES) at s=$(SCALES): runs/$(SCALE)

@@ -1,6 +1,6 @@
 """``pipeline sweep grid|scale|transfer``: plan a scaling study, then train it locally or as one SLURM job array.
 
-    pipeline sweep grid  --config C [--step 0.1 --low 1 --high 1.4 --target 2 --tolerance 0.1]   α, β, γ at φ = 1
+    pipeline sweep grid  --config C [--step 0.1 --low 1 --high 1.4 --target 2 --tolerance 0.1]   α, β, γ at 2× flops
     pipeline sweep scale --config C --phi 0..3 [--alpha … | --from-grid DIR] [--variant b0 b1]
                          [--strategy dwr dWr --scale 1,2,4 --fast-alpha 0.8]
     pipeline sweep transfer --from DIR --dataset cifar100|flowers102 [--data-root PATH]
@@ -20,6 +20,11 @@ keeps its asked s in its name (``dWr-s4``) and records ``s_nominal``; its spec's
 ``--nominal-s`` trains the asked s as is. Compound φ is not matched (φ defines the net); the dry run and
 the report show every run's measured factor over the base and its ratio to the nominal one, and the report
 plots every run at its measured flops.
+
+A grid candidate (α, β, γ) is a direction too: it is trained at the φ′ whose built net costs ``--target`` × the
+base's flops within ``--flops-tolerance`` (the same search on log φ′; the run records φ′ as its ``phi`` and
+``phi_nominal`` = 1). Candidates no φ′ matches are left out (the plan says which); candidates that build the
+same network are one run, listed under each label.
 """
 
 from __future__ import annotations
@@ -69,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--low", type=float, default=1.0, help="grid low end (default 1)")
     g.add_argument("--high", type=float, default=1.4, help="grid high end (default 1.4)")
     g.add_argument("--step", type=float, default=0.1, help="grid step (default 0.1)")
-    g.add_argument("--max-candidates", type=int, help="only the first N candidates (closest to the target)")
+    g.add_argument("--max-candidates", type=int, help="only N candidates, spread over the α, β, γ box "
+                   "(farthest-point, from the paper's 1.2, 1.1, 1.15)")
+    g.add_argument("--flops-tolerance", type=float, default=0.05,
+                   help="match each candidate's measured flops to target × the base's within this (default 0.05)")
     g.add_argument("--metric", choices=grid.METRICS, default="top1", help="rank by (default top1)")
     s = kinds.add_parser("scale", help="families per strategy: compound φ, variants, Dollár strategies")
     _common(s, DEFAULT_CONFIG)
@@ -99,8 +107,10 @@ def make_plan(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
     if args.max_parallel < 1:
         raise PipelineError(f"--max-parallel must be >= 1 (got {args.max_parallel})")
     if args.kind == "grid":
+        check_finite("--flops-tolerance", args.flops_tolerance)
         points = grid_points(args.target, args.tolerance, args.low, args.high, args.step, args.max_candidates)
-        return plan_sweep("grid", args.name or "grid", args.config, extra, points)
+        plan = plan_sweep("grid", args.name or "grid", args.config, extra, points, args.flops_tolerance)
+        return grid.one_run_per_network(plan, args.flops_tolerance)
     if args.kind == "scale":
         check_finite("--flops-tolerance", args.flops_tolerance)
         coefficients = {k: getattr(args, k) for k in ("alpha", "beta", "gamma") if getattr(args, k) is not None}
@@ -136,6 +146,8 @@ def main(argv: list[str]) -> int:
     print(f"sweep {plan.name} ({plan.kind}): {plan.directory}   data {plan.dataset}: "
           f"{plan.train_images} train / {plan.val_images} val images, {plan.epochs} epochs")
     print(plan_table(plan))
+    for note in plan.notes:
+        print(note)
     for line in cost_lines(plan, args.images_per_s):
         print(line)
     if args.dry_run and args.submit == "local":

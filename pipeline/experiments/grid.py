@@ -1,18 +1,23 @@
-"""The α, β, γ grid search's outcome: candidates ranked by validation top-1 with its binomial error.
+"""The α, β, γ grid search at matched cost, and its outcome: candidates ranked by validation top-1 with its
+binomial error.
 
-Written by ``pipeline sweep grid`` once every candidate has a result record (``grid.json`` + ``grid.md`` in
+Each candidate (α, β, γ) is a direction, trained at the φ′ whose built network costs the target × the base's
+flops (``plan.plan_sweep`` with ``match_flops``); ``one_run_per_network`` leaves out the candidates no φ′
+matches and makes candidates that build the same network one run, listed under each of their labels. The
+ranking is written by ``pipeline sweep grid`` once every candidate has a result record (``grid.json`` + ``grid.md`` in
 the sweep directory, ``finish_grid``) and read by ``pipeline sweep scale --from-grid`` (``read_choice``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.experiments.plan import SweepPlan
+from pipeline.experiments.plan import PlannedRun, SweepPlan, network_key, within
 from pipeline.experiments.stats import Z95, binomial_se
 from pipeline.experiments.tables import markdown_table
 from pipeline.training.result import read_result
@@ -22,9 +27,38 @@ GRID_TABLE = "grid.md"
 METRICS = ("top1", "top1_ema")
 
 
+def one_run_per_network(plan: SweepPlan, tolerance: float) -> SweepPlan:
+    """The grid ``plan`` with one run per built network, each listing the candidates that asked for it
+    (``labels``, in plan order; the run keeps the first one's name), and without the candidates whose closest
+    φ′ is not within ``tolerance`` of their target flops (each named in the plan's ``notes``).
+
+    Raises PipelineError when no candidate is left.
+    """
+    kept: dict[tuple[object, ...], PlannedRun] = {}
+    notes = list(plan.notes)
+    for run in plan.runs:
+        target = run.nominal * plan.base_flops if run.nominal else plan.base_flops
+        if not within(run.flops, target, tolerance):
+            notes.append(f"{run.name} left out: its closest φ′ = {run.spec.phi:g} builds "
+                         f"{run.flops / plan.base_flops:.3g}× the base's flops, not within ±{tolerance:g} of "
+                         f"{run.nominal:g}× (a rounding step jumps over it)")
+            continue
+        key = network_key(run.spec)
+        if key in kept:
+            first = kept[key]
+            kept[key] = dataclasses.replace(first, info={**first.info, "labels": [*first.info["labels"], run.name]})
+        else:
+            kept[key] = dataclasses.replace(run, info={**run.info, "labels": [run.name]})
+    if not kept:
+        raise PipelineError(f"no grid candidate builds a network within ±{tolerance:g} of the target flops "
+                            "(rounding steps jump over it): raise --flops-tolerance or use a larger resolution")
+    return dataclasses.replace(plan, runs=list(kept.values()), notes=tuple(notes))
+
+
 def rank(records: list[dict[str, Any]], val_images: int, metric: str = "top1") -> list[dict[str, Any]]:
-    """Candidates best first: by ``metric`` (higher), ties by flops (lower); each with its standard error and
-    whether it is within the noise of the best (difference < 1.96·√(se₁² + se₂²), a 95 % two-sided test)."""
+    """Candidates best first, each with its standard error and whether it is within the noise of the best
+    by ``metric`` (difference < 1.96·√(se₁² + se₂²), a 95 % two-sided test): those within noise come first,
+    fewest measured flops first (a tie in accuracy goes to the cheaper network), then the rest by ``metric``."""
     if metric not in METRICS:
         raise PipelineError(f"rank metric must be one of {', '.join(METRICS)} (got {metric!r})")
     done = [r for r in records if r.get(metric) is not None]
@@ -34,27 +68,30 @@ def rank(records: list[dict[str, Any]], val_images: int, metric: str = "top1") -
     best = done[0]
     best_se = binomial_se(best[metric], val_images)
     ranking = []
-    for place, r in enumerate(done, 1):
+    for r in done:
         se = binomial_se(r[metric], val_images)
         gap = best[metric] - r[metric]
         ranking.append({
-            "rank": place, "run_name": r["run_name"], "alpha": r["alpha"], "beta": r["beta"], "gamma": r["gamma"],
-            "flops": r["flops"], "params": r["params"], "acts": r["acts"], "resolution": r["resolution"],
-            metric: r[metric], "se": se, "within_noise_of_best": gap <= Z95 * (se**2 + best_se**2) ** 0.5,
+            "run_name": r["run_name"], "labels": r.get("labels", [r["run_name"]]), "alpha": r["alpha"],
+            "beta": r["beta"], "gamma": r["gamma"], "phi": r.get("phi"), "flops": r["flops"], "params": r["params"],
+            "acts": r["acts"], "resolution": r["resolution"], metric: r[metric], "se": se,
+            "within_noise_of_best": gap <= Z95 * (se**2 + best_se**2) ** 0.5,
         })
-    return ranking
+    ranking.sort(key=lambda r: (not r["within_noise_of_best"], r["flops"] if r["within_noise_of_best"] else 0))
+    return [{"rank": place, **r} for place, r in enumerate(ranking, 1)]
 
 
-RANKING_HEADERS = ("rank", "α", "β", "γ", "αβ²γ²", "res", "flops (M)", "params (M)", "top-1 (%) ± 95 %",
-                   "within noise of best")
+RANKING_HEADERS = ("rank", "α", "β", "γ", "αβ²γ²", "φ′", "res", "flops (M)", "params (M)", "top-1 (%) ± 95 %",
+                   "within noise of best", "labels")
 
 
 def ranking_rows(ranking: list[dict[str, Any]], metric: str) -> list[list[str]]:
-    """The ranking's table cells (accuracy ± its 95 % binomial interval), under RANKING_HEADERS."""
+    """The ranking's table cells (accuracy ± its 95 % binomial interval, measured flops), under RANKING_HEADERS."""
     return [[str(r["rank"]), f"{r['alpha']:g}", f"{r['beta']:g}", f"{r['gamma']:g}",
-             f"{r['alpha'] * r['beta'] ** 2 * r['gamma'] ** 2:.3f}", str(r["resolution"]), f"{r['flops'] / 1e6:.2f}",
-             f"{r['params'] / 1e6:.2f}", f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f}",
-             "yes" if r["within_noise_of_best"] else "no"] for r in ranking]
+             f"{r['alpha'] * r['beta'] ** 2 * r['gamma'] ** 2:.3f}", "-" if r["phi"] is None else f"{r['phi']:.4g}",
+             str(r["resolution"]), f"{r['flops'] / 1e6:.2f}", f"{r['params'] / 1e6:.2f}",
+             f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f}", "yes" if r["within_noise_of_best"] else "no",
+             ", ".join(r["labels"])] for r in ranking]
 
 
 def write_ranking(directory: Path, records: list[dict[str, Any]], val_images: int, metric: str) -> dict[str, Any]:
@@ -73,10 +110,12 @@ def write_ranking(directory: Path, records: list[dict[str, Any]], val_images: in
 def finish_grid(plan: SweepPlan, metric: str) -> str | None:
     """With every candidate of the grid sweep ``plan`` finished, rank them by ``metric`` and write the chosen
     α, β, γ (grid.json, grid.md); return what to print (the ranking and the next command), else None."""
-    records = [read_result(entry.run_dir) for entry in plan.manifest()]
+    records = [read_result(run.entry.run_dir) for run in plan.runs]
     if any(r is None for r in records):
         return None
-    chosen = write_ranking(plan.directory, [r for r in records if r], plan.val_images, metric)
+    labelled = [{**r, "labels": run.info.get("labels", [run.name])}
+                for run, r in zip(plan.runs, records, strict=True) if r]
+    chosen = write_ranking(plan.directory, labelled, plan.val_images, metric)
     return (f"\n{(plan.directory / GRID_TABLE).read_text()}\n"
             f"chosen α = {chosen['alpha']:g}, β = {chosen['beta']:g}, γ = {chosen['gamma']:g} → "
             f"pipeline sweep scale --from-grid {plan.directory} --phi 0..3")

@@ -16,16 +16,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.atomic import atomic_write_json
 from pipeline.cluster.run_manifest import RunEntry, read_manifest, run_manifest_path, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.scaling import ScaleSpec, resolve_spec
 from pipeline.scaling.compound import flops_factor
+from pipeline.scaling.cost import effnet_cost
 from pipeline.scaling.spec import SPEC_KEYS
 from pipeline.training.config import resolve_run
 from pipeline.training.rundir import run_name
+
+if TYPE_CHECKING:
+    from pipeline.models.complexity import Complexity
 
 # The keys that pick how a spec is made: every run sets all of them (null where unused), so a value in the
 # sweep's config (e.g. ``model.phi: 0``) never combines with a point's strategy into an ambiguous spec.
@@ -42,7 +46,10 @@ class Point:
     overrides: tuple[str, ...] = ()
     name: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    match_flops: bool = False  # a strategy point: search s so the built net's flops ≈ scale × the base's
+    # search the point's s (strategy) or φ (compound) so that its built net's flops ≈ target × the base's, with
+    # target the asked s unless given (a grid candidate: a direction (α, β, γ), target 2 = the nominal 2^φ at φ = 1)
+    match_flops: bool = False
+    target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class SweepPlan:
     epochs: int
     base_flops: int
     runs: list[PlannedRun]
+    notes: tuple[str, ...] = ()  # what planning left out, and why (a grid candidate no φ′ matches)
 
     def manifest(self) -> list[RunEntry]:
         """The run manifest entries, in plan order."""
@@ -90,7 +98,7 @@ class SweepPlan:
         """The plan as JSON-able dict (``sweep.json``): what the report needs besides the result records."""
         return {"kind": self.kind, "name": self.name, "config": self.config, "overrides": self.overrides,
                 "dataset": self.dataset, "train_images": self.train_images, "val_images": self.val_images,
-                "epochs": self.epochs, "base_flops": self.base_flops,
+                "epochs": self.epochs, "base_flops": self.base_flops, "notes": list(self.notes),
                 "runs": [run.record(self.base_flops) for run in self.runs]}
 
 
@@ -109,32 +117,68 @@ def nominal_growth(spec: ScaleSpec) -> float | None:
     return None
 
 
-def matched_scale(spec_at: Callable[[float], ScaleSpec], s: float, target_flops: float, num_classes: int,
-                  tolerance: float, steps: int = 8) -> float:
-    """The s (4 significant digits) whose built net ``spec_at(s)`` has flops closest to ``target_flops``.
+def network_key(spec: ScaleSpec) -> tuple[Any, ...]:
+    """What the built network depends on: base, blocks and channels per stage (or d, w and rounding where the
+    base has no stage shape here), and resolution. Two specs with one key build the same network."""
+    shape = spec.stages()
+    return (spec.base, shape if shape is not None else (spec.d, spec.w, spec.rounding), spec.resolution)
 
-    Measured flops are a non-decreasing step function of s (every rounding rule is monotone), so a bisection
-    on log s over [s/4, 4s] brackets the target; it stops once within ``tolerance`` (relative) and returns
-    the closest s it counted. Each step builds and counts one net (~1 s at 32 px).
+
+class Counter:
+    """Flops, params and acts of built networks, each distinct network (``network_key``) counted once."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.counted: dict[tuple[Any, ...], Complexity] = {}
+
+    def __call__(self, spec: ScaleSpec) -> Complexity:
+        """The built network's complexity (``count_complexity`` of ``build_model(spec)``)."""
+        from pipeline.models.build import build_model
+        from pipeline.models.complexity import count_complexity  # here: torch only when planning, not for --help
+
+        key = network_key(spec)
+        if key not in self.counted:
+            self.counted[key] = count_complexity(build_model(spec, num_classes=self.num_classes), spec.resolution)
+        return self.counted[key]
+
+    def flops(self, spec: ScaleSpec) -> int:
+        """The built network's flops; for an EfficientNet shape pycls's complexity rules give them without
+        building (``effnet_cost``, equal to the count to the last digit: tests/models/test_pycls_build.py)."""
+        shape = spec.stages()
+        if spec.base == "efficientnet" and shape is not None:
+            return effnet_cost(shape, spec.resolution, self.num_classes).flops
+        return self(spec).flops
+
+
+def within(flops: float, target: float, tolerance: float) -> bool:
+    """Whether ``flops`` lies within relative ``tolerance`` of ``target`` (on a log scale: ×/÷ (1 + tolerance))."""
+    return abs(math.log(flops / target)) <= math.log1p(tolerance)
+
+
+def matched_scale(spec_at: Callable[[float], ScaleSpec], s: float, target_flops: float,
+                  flops_of: Callable[[ScaleSpec], int], tolerance: float, steps: int = 8) -> float:
+    """The value (4 significant digits) of a scaling knob, s of a strategy or φ of a compound direction, whose
+    built net ``spec_at(value)`` has ``flops_of`` closest to ``target_flops``; the search starts at ``s``.
+
+    Measured flops are a non-decreasing step function of the knob (every rounding rule is monotone), so a
+    bisection on its log over [s/4, 4s] brackets the target; it stops once within ``tolerance`` (relative) and
+    returns the closest value it counted, which is farther than ``tolerance`` when a rounding step jumps over
+    the target.
     """
-    from pipeline.models.build import build_model
-    from pipeline.models.complexity import count_complexity  # here: torch only when planning, not for --help
 
-    def gap(trial: float) -> tuple[float, bool]:
-        spec = spec_at(trial)
-        flops = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution).flops
-        return abs(math.log(flops / target_flops)), flops < target_flops
+    def distance(flops: float) -> float:
+        return abs(math.log(flops / target_flops))
 
     low, high = s / 4, s * 4
-    best_s, (best_gap, _) = s, gap(s)
+    best_s, best = s, flops_of(spec_at(s))
     for _ in range(steps):
-        if best_gap <= math.log1p(tolerance):
+        if within(best, target_flops, tolerance):
             break
         mid = float(f"{math.sqrt(low * high):.4g}")
-        distance, below = gap(mid)
-        if distance < best_gap:
-            best_s, best_gap = mid, distance
-        low, high = (mid, high) if below else (low, mid)
+        flops = flops_of(spec_at(mid))
+        if distance(flops) < distance(best):
+            best_s, best = mid, flops
+        low, high = (mid, high) if flops < target_flops else (low, mid)
     return best_s
 
 
@@ -142,15 +186,15 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
                tolerance: float = 0.05) -> SweepPlan:
     """Plan ``points`` on ``config`` + ``overrides`` as sweep ``name`` (its directory is ``<run.root>/<name>``).
 
-    Points with ``match_flops`` get the s whose built net's flops are within ``tolerance`` of
-    ``scale`` × the base net's (or the closest s found; see ``matched_scale``); their run keeps the asked
-    s in its name and records both (``s_nominal``, and ``s`` in the spec).
+    Points with ``match_flops`` get the s (strategy) or φ (compound) whose built net's flops are within
+    ``tolerance`` of ``target`` (default the asked s) × the base net's, or the closest found (``matched_scale``);
+    their run keeps its name and records the asked value (``s_nominal`` / ``phi_nominal``) beside the
+    trained one in its spec.
 
     Raises PipelineError (one line) for a config the training CLI rejects, a point ``resolve_spec`` rejects,
     missing shards, or two points that would share a run directory.
     """
     from pipeline.data.shard_manifest import load_manifest
-    from pipeline.models.complexity import measure  # here: torch only when a sweep is planned, not for --help
 
     if not points:
         raise PipelineError(f"sweep {name!r} has no runs: give at least one point")
@@ -178,25 +222,31 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
     names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
     base_spec = resolve_spec(base=model["base"], phi=0, base_resolution=model["base_resolution"])
-    (base,) = measure([base_spec], shards.num_classes)
+    counter = Counter(shards.num_classes)
+    base = counter(base_spec)
     models = []
     for i, point in enumerate(points):
         model, info = dict(point.model), dict(point.info)
-        if point.match_flops and specs[i].s not in (None, 1):
-            nominal = specs[i].s
+        knob = "scale" if specs[i].s is not None else "phi"
+        asked = specs[i].s if knob == "scale" else specs[i].phi
+        target = asked if point.target is None else point.target
+        if point.match_flops and asked is not None and target != 1:
 
-            def spec_at(s: float, model: dict[str, Any] = model) -> ScaleSpec:
-                return resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **model, "scale": s})
+            def spec_at(value: float, model: dict[str, Any] = model, knob: str = knob) -> ScaleSpec:
+                return resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **model, knob: value})
 
-            model["scale"] = matched_scale(spec_at, nominal, nominal * base.flops, shards.num_classes, tolerance)
-            specs[i], info["s_nominal"] = spec_at(model["scale"]), nominal
+            model[knob] = matched_scale(spec_at, asked, target * base.flops, counter.flops, tolerance)
+            specs[i] = spec_at(model[knob])
+            info["s_nominal" if knob == "scale" else "phi_nominal"] = asked
+            if point.target is not None:
+                info["target_growth"] = target
         models.append((model, info))
-    costs = measure(specs, shards.num_classes)
     runs = []
-    for point, label, spec, cost, (model, info) in zip(points, names, specs, costs, models, strict=True):
+    for point, label, spec, (model, info) in zip(points, names, specs, models, strict=True):
         entry = RunEntry(config=config, run_dir=str(directory / label),
                          overrides=[*model_overrides(model), *point.overrides, *overrides])
-        nominal = info.get("s_nominal", nominal_growth(spec))
+        nominal = info.get("target_growth", info.get("s_nominal", nominal_growth(spec)))
+        cost = counter(spec)
         runs.append(PlannedRun(label, spec, cost.flops, cost.params, cost.acts, nominal, entry, info))
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

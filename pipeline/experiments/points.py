@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plan import Point
-from pipeline.scaling import grid_candidates
+from pipeline.scaling import grid_candidates, spread_candidates
 from pipeline.scaling.spec import SPEC_KEYS
 from pipeline.training.result import RESULT_FILE, read_result
 from pipeline.training.rundir import CONFIG_FILE
@@ -21,17 +21,21 @@ from pipeline.training.rundir import CONFIG_FILE
 
 def grid_points(target: float, tolerance: float, low: float, high: float, step: float,
                 max_candidates: int | None = None) -> list[Point]:
-    """One φ = 1 point per grid candidate (α, β, γ), named by its coefficients."""
+    """One point per grid candidate (α, β, γ), named by its coefficients: a direction at nominal φ = 1 whose φ
+    the planner matches so that the built net costs ``target`` × the base's flops (``target`` = 2^φ at φ = 1).
+
+    ``max_candidates`` keeps that many spread over the (α, β, γ) box (``spread_candidates``).
+    """
     found = grid_candidates(target, tolerance, low, high, step)
     if max_candidates is not None:
         if max_candidates < 1:
             raise PipelineError(f"--max-candidates must be >= 1 (got {max_candidates})")
-        found = found[:max_candidates]
+        found = spread_candidates(found, max_candidates)
     if not found:
         raise PipelineError(f"no α, β, γ on the grid {low:g}..{high:g} step {step:g} has "
                             f"α·β²·γ² within {tolerance:g} of {target:g}: widen --tolerance or --high")
-    return [Point({"phi": 1, "alpha": a, "beta": b, "gamma": g}, name=f"grid-a{a:g}-b{b:g}-g{g:g}")
-            for a, b, g in found]
+    return [Point({"phi": 1, "alpha": a, "beta": b, "gamma": g}, name=f"grid-a{a:g}-b{b:g}-g{g:g}",
+                  match_flops=True, target=target) for a, b, g in found]
 
 
 def scale_points(phis: list[float] | None, coefficients: dict[str, float], from_grid: Path | None,

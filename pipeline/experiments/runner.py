@@ -26,7 +26,8 @@ def last_checkpoint(entry: RunEntry) -> Path | None:
 
 
 def plan_table(plan: SweepPlan) -> str:
-    """Every planned run with its spec, complexity, measured vs nominal flops factor, and state."""
+    """Every planned run with its spec, complexity, measured vs nominal flops factor, and state; a grid's runs
+    with their nominal α, β, γ, the φ′ trained and the candidates' labels."""
     from pipeline.experiments.tables import format_table
 
     rows = []
@@ -34,7 +35,11 @@ def plan_table(plan: SweepPlan) -> str:
         record = run.record(plan.base_flops)
         state = "done" if run.entry.finished() else ("resume" if last_checkpoint(run.entry) else "todo")
         rows.append({**record, "×flops": record["flops_growth"], "nominal": record["nominal_growth"],
-                     "measured/nominal": record["flops_vs_nominal"], "state": state})
+                     "measured/nominal": record["flops_vs_nominal"], "state": state, "φ′": record["phi"],
+                     "labels": ",".join(record.get("labels", []))})
+    if plan.kind == "grid":
+        return format_table(rows, ("run_name", "alpha", "beta", "gamma", "φ′", "d", "w", "resolution", "params",
+                                   "flops", "acts", "×flops", "nominal", "measured/nominal", "state", "labels"))
     return format_table(rows, ("run_name", "strategy", "d", "w", "resolution", "params", "flops", "acts",
                                "×flops", "nominal", "measured/nominal", "state"))
 

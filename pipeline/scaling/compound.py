@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from pipeline.errors import PipelineError
 
@@ -41,10 +42,10 @@ def grid_candidates(
     high: float = 2.0,
     step: float = 0.05,
 ) -> list[tuple[float, float, float]]:
-    """All (α, β, γ) on the grid ``low, low+step, …, high`` with |α·β²·γ² − target| ≤ tolerance.
+    """All (α, β, γ) on the grid ``low, low+step, …, high`` with |α·β²·γ² − target| ≤ tolerance, and the
+    paper's (1.2, 1.1, 1.15) whenever it lies in that box and tolerance (at step 0.1 it is off the lattice).
 
-    This is step 1 of the paper (φ = 1, small grid search); the paper's (1.2, 1.1, 1.15) is on
-    the default grid (α·β²·γ² = 1.92). Sorted by distance to the target, then by (α, β, γ).
+    This is step 1 of the paper (φ = 1, small grid search). Sorted by distance to the target, then by (α, β, γ).
     """
     if not low >= 1:
         raise PipelineError(f"grid low end must be >= 1 (got {low}): compound coefficients are >= 1")
@@ -54,9 +55,21 @@ def grid_candidates(
         raise PipelineError(f"grid needs target > 1 and tolerance >= 0 (got {target}, {tolerance})")
     count = round((high - low) / step) + 1
     values = [round(low + i * step, 10) for i in range(count)]
-    found = [
-        (a, b, g)
-        for a, b, g in itertools.product(values, repeat=3)
-        if abs(flops_factor(a, b, g) - target) <= tolerance + 1e-12
-    ]
+    lattice = set(itertools.product(values, repeat=3))
+    paper = (PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA)
+    if all(low <= v <= high for v in paper):
+        lattice.add(paper)
+    found = [abg for abg in lattice if abs(flops_factor(*abg) - target) <= tolerance + 1e-12]
     return sorted(found, key=lambda abg: (abs(flops_factor(*abg) - target), abg))
+
+
+def spread_candidates(candidates: list[tuple[float, float, float]], count: int) -> list[tuple[float, float, float]]:
+    """``count`` of ``candidates`` spread over the (α, β, γ) box: farthest-point sampling (each next pick is
+    the candidate farthest, in Euclidean distance, from those picked), seeded with the paper's point if it is a
+    candidate, else the first. Ties go to the earlier candidate, so the choice is deterministic."""
+    paper = (PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA)
+    picked = [paper if paper in candidates else candidates[0]] if candidates else []
+    while len(picked) < min(count, len(candidates)):
+        rest = [c for c in candidates if c not in picked]
+        picked.append(max(rest, key=lambda c: min(math.dist(c, p) for p in picked)))
+    return picked

@@ -4,6 +4,7 @@ transfer, the manifest a SLURM sweep submits, resumable re-plans, and one-line r
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from pipeline.cluster.run_manifest import read_manifest
 from pipeline.commands import sweep
 from pipeline.errors import PipelineError
-from pipeline.experiments.plan import Point, plan_sweep
+from pipeline.experiments.plan import Point, load_sweep, plan_sweep, save_plan
 from pipeline.training.result import RESULT_KEYS, write_result
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,21 +24,49 @@ def where(digits: Path, tmp_path: Path) -> list[str]:
     return ["--", "--data.root", str(digits), "--run.root", str(tmp_path / "runs")]
 
 
-@pytest.mark.slow  # counts several nets (~1 s each) and parses configs
-def test_grid_dry_run_prints_candidates_and_cost_and_writes_nothing(
+@pytest.mark.slow  # counts several nets (~3 s each) and parses configs
+def test_grid_dry_run_prints_matched_candidates_and_cost_and_writes_nothing(
         digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["sweep", "grid", "--config", CONFIG, "--max-candidates", "4", "--dry-run", "--images-per-s", "100"]
+    argv = ["sweep", "grid", "--config", CONFIG, "--dry-run", "--images-per-s", "100"]
     assert sweep.main([*argv, *where(digits, tmp_path)]) == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith("grid-")]
-    assert [r[0] for r in rows] == ["grid-a1.4-b1-g1.2", "grid-a1.4-b1.2-g1", "grid-a1.2-b1-g1.3", "grid-a1.2-b1.3-g1"]
-    assert all(r[1] == "compound" and r[-1] == "todo" for r in rows)
-    flops = [float(r[6].rstrip("M")) * 1e6 for r in rows]
+    rows = [line.split() for line in out.splitlines() if line.lstrip().startswith("grid-") and "left out" not in line]
+    # at 32 px the last feature map is 1 px: 32 → 36 px makes it 2 px and the net ~2.5× dearer, and TF's ceil
+    # adds a block per stage at any α > 1 (1.5×), so only three directions reach 2× within 5 %
+    assert [r[0] for r in rows] == ["grid-a1.4-b1.2-g1", "grid-a1.2-b1.3-g1", "grid-a1-b1.4-g1"]
+    assert rows[0][-1] == "grid-a1.4-b1.2-g1,grid-a1.1-b1.2-g1.1,grid-a1.2-b1.2-g1.1"  # one net, three labels
+    assert all(r[7] == "32" and r[-2] == "todo" and abs(float(r[11]) / 2 - 1) <= 0.05 for r in rows)
+    left_out = [line.split()[0] for line in out.splitlines() if " left out: " in line]
+    assert len(left_out) == 16 - 5 and "grid-a1.2-b1.1-g1.15" in left_out  # the paper's: 1.6× below 36 px, 4× at it
+    assert "grid-a1.2-b1.1-g1.15 left out: its closest φ′ = 0.4205 builds 1.6× the base's flops" in out
+    flops = [float(r[9].rstrip("M")) * 1e6 for r in rows]
     images = 1437 * 3  # digits' train split × configs/experiment/digits.yaml's epochs
-    total = sum(3 * f * images for f in flops)
-    assert f"{total:.3g} flops" in out.replace("e+", "e+")
+    assert f"{sum(3 * f * images for f in flops):.3g} flops" in out
     assert "GPU-hours at 100 images/s" in out
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow  # counts 14 nets at 224 px (~3 s each)
+def test_grid_at_224px_trains_each_direction_at_matched_flops_once(digits: Path, tmp_path: Path) -> None:
+    args = sweep.build_parser().parse_args(["grid", "--config", CONFIG])
+    plan = sweep.make_plan(args, ["--data.root", str(digits), "--run.root", str(tmp_path), "--model.base_resolution",
+                                  "224"])
+    # every run's built net (counted by build + count_complexity) costs 2× the base's within 5 %
+    assert all(abs(math.log(run.flops / (2 * plan.base_flops))) <= math.log(1.05) for run in plan.runs)
+    shapes = [(run.spec.stages(), run.spec.resolution) for run in plan.runs]
+    assert len(set(shapes)) == len(shapes) and len({(r.flops, r.params, r.acts) for r in plan.runs}) == len(shapes)
+    labels = [label for run in plan.runs for label in run.info["labels"]]
+    assert len(labels) == len(set(labels)) == 15 and "grid-a1.2-b1.1-g1.15" in labels
+    merged = [run.info["labels"] for run in plan.runs if len(run.info["labels"]) > 1]
+    assert merged == [["grid-a1.1-b1.1-g1.2", "grid-a1.2-b1.1-g1.2"], ["grid-a1.1-b1.2-g1.1", "grid-a1.2-b1.2-g1.1"]]
+    assert [note.split()[0] for note in plan.notes] == ["grid-a1-b1.2-g1.2"]  # 256 → 260 px jumps 1.89× → 2.15×
+    paper = next(run for run in plan.runs if run.name == "grid-a1.2-b1.1-g1.15")
+    assert (paper.spec.alpha, paper.spec.beta, paper.spec.gamma, paper.spec.phi) == (1.2, 1.1, 1.15, 0.5946)
+    assert paper.spec.resolution == 244 and paper.entry.overrides[2:4] == ["--model.phi", "0.5946"]
+    save_plan(plan)
+    record = next(r for r in load_sweep(plan.directory)["runs"] if r["run_name"] == paper.name)
+    assert (record["phi"], record["phi_nominal"], record["nominal_growth"]) == (0.5946, 1, 2.0)
+    assert record["labels"] == [paper.name] and record["flops_vs_nominal"] == pytest.approx(1.025, abs=1e-3)
 
 
 @pytest.mark.slow  # counts several nets (~1 s each) and parses configs

@@ -168,3 +168,32 @@ def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[P
                        f"| {100 * s['top1']:.1f} |")
     assert (sweep_dir / "report" / "transfer.png").is_file() and "transfer.png" in transfer
     print(f"\n{transfer}")
+
+
+@pytest.mark.slow
+def test_grid_sweep_trains_each_network_once_and_ranks_by_measured_flops(digits: Path, tmp_path: Path) -> None:
+    """``pipeline sweep grid`` at 32 px: the three directions that reach 2× the base's flops within 5 % train
+    (one of them under three labels), then the ranking (grid.md, grid.json) shows φ′, measured flops and labels,
+    those within the noise of the best first, fewest measured flops first."""
+    root = tmp_path / "runs"
+    command = [sys.executable, "-m", "pipeline.cli", "sweep", "grid", "--config", CONFIG, "--name", "g", "--",
+               "--data.root", str(digits), "--run.root", str(root), *TINY, *ONE_PROCESS]
+    done = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trained = [line.split()[1] for line in done.stdout.splitlines() if ": training" in line]
+    assert trained == ["grid-a1.4-b1.2-g1:", "grid-a1.2-b1.3-g1:", "grid-a1-b1.4-g1:"]
+    plan = json.loads((root / "g" / "sweep.json").read_text())
+    assert len(plan["notes"]) == 16 - 3 - 2 and plan["runs"][0]["labels"] == [
+        "grid-a1.4-b1.2-g1", "grid-a1.1-b1.2-g1.1", "grid-a1.2-b1.2-g1.1"]
+    records = {r["run_name"]: json.loads((Path(r["run_dir"]) / "result.json").read_text()) for r in plan["runs"]}
+    assert all(r["phi"] == p["phi"] and r["flops"] == p["flops"] for r, p in zip(records.values(), plan["runs"],
+                                                                                   strict=True))
+    ranking = json.loads((root / "g" / "grid.json").read_text())["ranking"]
+    tied = [r for r in ranking if r["within_noise_of_best"]]
+    assert ranking[:len(tied)] == tied and [r["flops"] for r in tied] == sorted(r["flops"] for r in tied)
+    assert all(r["flops"] == records[r["run_name"]]["flops"] for r in ranking)
+    table = (root / "g" / "grid.md").read_text()
+    first = plan["runs"][0]
+    assert (f"| {first['phi']:.4g} | 32 | {first['flops'] / 1e6:.2f} |" in table
+            and "grid-a1.4-b1.2-g1, grid-a1.1-b1.2-g1.1, grid-a1.2-b1.2-g1.1 |" in table)
+    print(f"\n{table}")

@@ -13,6 +13,7 @@ from pipeline.scaling import (
     compound_multipliers,
     grid_candidates,
     resolve_spec,
+    spread_candidates,
     strategy_exponents,
     strategy_multipliers,
 )
@@ -59,6 +60,20 @@ def test_grid_contains_paper_point_and_respects_tolerance() -> None:
     assert all(min(abg) >= 1 and abs(flops_factor(*abg) - 2) <= 0.1 + 1e-9 for abg in found)
     assert found[0] == (2.0, 1.0, 1.0)  # exactly 2: depth only
     assert len(grid_candidates(target=2.0, tolerance=0.0, step=0.05)) < len(found)
+    # step 0.1 (the sweep's default) misses 1.15: the paper's point is added, and only inside the box
+    coarse = grid_candidates(target=2.0, tolerance=0.1, low=1.0, high=1.4, step=0.1)
+    assert len(coarse) == 16 and (1.2, 1.1, 1.15) in coarse
+    assert (1.2, 1.1, 1.15) not in grid_candidates(target=2.0, tolerance=0.1, low=1.0, high=1.12, step=0.1)
+
+
+def test_spread_candidates_is_farthest_point_from_the_paper() -> None:
+    coarse = grid_candidates(target=2.0, tolerance=0.1, low=1.0, high=1.4, step=0.1)
+    # paper first; then (1, 1.4, 1) at 0.39 from it; (1, 1, 1.4) at min(0.335, 0.566); (1.4, 1.2, 1) at 0.269
+    assert spread_candidates(coarse, 4) == [(1.2, 1.1, 1.15), (1.0, 1.4, 1.0), (1.0, 1.0, 1.4), (1.4, 1.2, 1.0)]
+    assert coarse[:4] == [(1.4, 1.0, 1.2), (1.4, 1.2, 1.0), (1.2, 1.0, 1.3), (1.2, 1.3, 1.0)]  # nearest to 2
+    assert sorted(spread_candidates(coarse, 99)) == sorted(coarse)
+    without = [c for c in coarse if c != (1.2, 1.1, 1.15)]
+    assert spread_candidates(without, 2) == [without[0], (1.0, 1.4, 1.0)]  # no paper point: the first seeds
 
 
 def test_rounding_rules() -> None:
