@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pipeline.data.stream import ShardLoader
+from pipeline.data.loader import ShardLoader
 from pipeline.errors import PipelineError
 from pipeline.training.module import ScaledClassifier
 

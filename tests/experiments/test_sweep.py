@@ -72,12 +72,14 @@ def test_grid_at_224px_trains_each_direction_at_matched_flops_once(digits: Path,
 @pytest.mark.slow  # counts several nets (~1 s each) and parses configs
 def test_strategy_flops_are_matched_to_s_times_the_base(digits: Path, tmp_path: Path) -> None:
     points = [Point({"strategy": "dWr", "scale": 4, "fast_alpha": 0.8}, match_flops=mode) for mode in (False, True)]
-    nominal = plan_sweep("scale", "a", CONFIG, ["--data.root", str(digits), "--run.root", str(tmp_path)], points[:1])
-    matched = plan_sweep("scale", "b", CONFIG, ["--data.root", str(digits), "--run.root", str(tmp_path)], points[1:])
+    where = ["--data.root", str(digits), "--run.root", str(tmp_path), "--model.base_resolution", "64"]
+    nominal = plan_sweep("scale", "a", CONFIG, where, points[:1])
+    matched = plan_sweep("scale", "b", CONFIG, where, points[1:])
     (raw,), (run,) = nominal.runs, matched.runs
-    # rounding at 32 px (channels to 8, repeats up, the last map 1 → 2 px) makes the nominal s = 4 cost 2.7×
-    assert raw.flops / (4 * nominal.base_flops) > 2
-    assert abs(run.flops / (4 * matched.base_flops) - 1) < 0.1
+    # rounding at 64 px (pycls: widths to 8, resolution to 4, the last map 2 → 3 px) makes the nominal s = 4 cost
+    # 5.1× the base; at 32 px no s builds 4× (the last map jumps from 1 to 2 px)
+    assert raw.flops / (4 * nominal.base_flops) > 1.2
+    assert abs(run.flops / (4 * matched.base_flops) - 1) < 0.05
     assert run.name == "dWr-s4" and run.info["s_nominal"] == 4 and run.spec.s != 4
     assert ["--model.scale", f"{run.spec.s}"] == run.entry.overrides[6:8]
 
