@@ -250,7 +250,7 @@ def retry_decision(directory: Path, code: int, env: dict[str, str]) -> tuple[boo
     failures.append({"job": job_to_requeue(env), "restart": int(env.get("SLURM_RESTART_COUNT") or 0),
                      "exit": code, "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     atomic_write_json(path, failures)
-    again = f"fix the cause, then: pipeline submit --resume {directory}"
+    again = f"fix the cause, then: pipeline submit --resume {directory.resolve()}"
     if code == 2:
         return False, f"exit 2 (a refusal or a non-finite loss) is not retried: {again}"
     if step is None:

@@ -35,8 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--match", nargs="*", choices=STRATEGIES, default=["dWr"], metavar="S",
                    help="strategies trained at the measured flops of the --match-at φ (default dWr; none: --match)")
     p.add_argument("--match-at", type=float, nargs="+", metavar="PHI",
-                   help="the φ whose measured flops the --match strategies are trained at (default: the smallest "
-                        "φ > 0 of --phis)")
+                   help="the φ whose measured flops the --match strategies are trained at (default: the largest "
+                        "φ of --phis; at the demo's 32 px no pycls-rounded dWr net builds φ = 1's flops: the "
+                        "last feature map jumps from 1 to 2 px)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: configs/demo.yaml's)")
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="fit config (default configs/demo.yaml)")
     return p
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise PipelineError(f"--epochs must be >= 1 (got {args.epochs})")
     if args.match_at is None:
-        args.match_at = sorted(phi for phi in args.phis if phi > 0)[:1]
+        args.match_at = sorted(phi for phi in args.phis if phi > 0)[-1:]
     missing = sorted(set(args.match_at) - set(args.phis))
     if missing:
         raise PipelineError(f"--match-at {' '.join(f'{m:g}' for m in missing)} is not among --phis")

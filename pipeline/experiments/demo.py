@@ -1,7 +1,7 @@
 """The demo's study (``pipeline demo``): a miniature scaling study on the embedded digits, 2-process DDP on
 CPU, W&B offline.
 
-Compound φ = 0, 1, 2 and fast compound scaling (dWr) at the flops φ = 1 measures, as one scale sweep
+Compound φ = 0, 1, 2 and fast compound scaling (dWr) at the flops φ = 2 (the largest φ) measures, as one scale sweep
 (``pipeline.experiments.plan`` → run manifest → ``pipeline fit`` per run, in order), then the report
 (``runs/demo/report/report.md|html``) and its headline table. Each run is one ``pipeline fit --config
 configs/demo.yaml …`` in its own process (Lightning's DDP launcher re-executes the command line for rank 1,

@@ -138,7 +138,8 @@ def test_b_preempted_run_requeues_and_resumes(slurm_cluster, shards: Path, unint
     assert text.count("Restored all states from the checkpoint") == PREEMPTIONS
 
     run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
-    restarts = [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()]
+    restarts = [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()
+                if " restart " in line]  # each start's line (the others say how it ended)
     assert restarts == [str(i) for i in range(PREEMPTIONS + 1)]  # every start trained the same run directory
     assert global_step(run_dir) == global_step(uninterrupted) == EPOCHS * BATCHES
     result = json.loads((run_dir / "result.json").read_text())
@@ -247,7 +248,8 @@ def test_e_signal_during_start_up_requeues_and_completes(slurm_cluster, shards: 
     assert "RequeueOnSignal: SIGUSR1 → nothing trained in this start yet, nothing to save" in text
     assert "User defined signal" not in text and text.count(f"requeued SLURM job {job}") == 2, text[-5000:]
     run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
-    restarts = [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()]
+    restarts = [line.split(" restart ")[1][0] for line in (run_dir / "slurm.log").read_text().splitlines()
+                if " restart " in line]  # each start's line (the others say how it ended)
     assert restarts == ["0", "1", "2"]  # every start used the same run directory
     assert text.count("env.sh sourced") == 3
     assert global_step(run_dir) == BATCHES  # the third start trained the whole (one-epoch) run
