@@ -1,4 +1,4 @@
-"""The in-job launcher behind ``slurm/*.sbatch``: re-check the request, pick the run directory, exec ``srun``.
+"""The in-job launcher behind ``slurm/*.sbatch``: re-check the request, pick the run directory, run ``srun``.
 
 ``python -m pipeline.commands.launch train <config.yaml> [overrides…]`` (train.sbatch),
 ``… resume <run dir> [overrides…]`` (train.sbatch --resume: the stored config, the same directory) or
@@ -159,7 +159,7 @@ def prepare(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, 
         config, overrides = str(resumable_config(run)), [*extra, *run_dir_overrides(run)]
     else:
         config, overrides = target, extra
-    check_overrides(extra)
+    check_overrides(overrides)
     resolved = resolve_run(config, overrides)
     check_shards(resolved)
     check_cpus_per_task(job.task_cpus(), resolved)
