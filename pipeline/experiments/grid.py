@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import PipelineError
-from pipeline.experiments.plan import PlannedRun, SweepPlan, network_key, within
+from pipeline.experiments.plan import PlannedRun, SweepPlan, within
 from pipeline.experiments.stats import Z95, binomial_se
 from pipeline.experiments.tables import markdown_table
 from pipeline.training.result import read_result
@@ -43,7 +43,7 @@ def one_run_per_network(plan: SweepPlan, tolerance: float) -> SweepPlan:
                          f"{run.flops / plan.base_flops:.3g}× the base's flops, not within ±{tolerance:g} of "
                          f"{run.nominal:g}× (a rounding step jumps over it)")
             continue
-        key = network_key(run.spec)
+        key = run.spec.network_key()
         if key in kept:
             first = kept[key]
             kept[key] = dataclasses.replace(first, info={**first.info, "labels": [*first.info["labels"], run.name]})

@@ -16,20 +16,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.atomic import atomic_write_json
 from pipeline.cluster.run_manifest import RunEntry, read_manifest, run_manifest_path, write_manifest
 from pipeline.errors import PipelineError
 from pipeline.scaling import ScaleSpec, resolve_spec
 from pipeline.scaling.compound import flops_factor
-from pipeline.scaling.cost import effnet_cost
 from pipeline.scaling.spec import SPEC_KEYS
 from pipeline.training.config import resolve_run
 from pipeline.training.rundir import run_name
-
-if TYPE_CHECKING:
-    from pipeline.models.complexity import Complexity
 
 # The keys that pick how a spec is made: every run sets all of them (null where unused), so a value in the
 # sweep's config (e.g. ``model.phi: 0``) never combines with a point's strategy into an ambiguous spec.
@@ -117,39 +113,6 @@ def nominal_growth(spec: ScaleSpec) -> float | None:
     return None
 
 
-def network_key(spec: ScaleSpec) -> tuple[Any, ...]:
-    """What the built network depends on: base, blocks and channels per stage (or d, w and rounding where the
-    base has no stage shape here), and resolution. Two specs with one key build the same network."""
-    shape = spec.stages()
-    return (spec.base, shape if shape is not None else (spec.d, spec.w, spec.rounding), spec.resolution)
-
-
-class Counter:
-    """Flops, params and acts of built networks, each distinct network (``network_key``) counted once."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.counted: dict[tuple[Any, ...], Complexity] = {}
-
-    def __call__(self, spec: ScaleSpec) -> Complexity:
-        """The built network's complexity (``count_complexity`` of ``build_model(spec)``)."""
-        from pipeline.models.build import build_model
-        from pipeline.models.complexity import count_complexity  # here: torch only when planning, not for --help
-
-        key = network_key(spec)
-        if key not in self.counted:
-            self.counted[key] = count_complexity(build_model(spec, num_classes=self.num_classes), spec.resolution)
-        return self.counted[key]
-
-    def flops(self, spec: ScaleSpec) -> int:
-        """The built network's flops; for an EfficientNet shape pycls's complexity rules give them without
-        building (``effnet_cost``, equal to the count to the last digit: tests/models/test_pycls_build.py)."""
-        shape = spec.stages()
-        if spec.base == "efficientnet" and shape is not None:
-            return effnet_cost(shape, spec.resolution, self.num_classes).flops
-        return self(spec).flops
-
-
 def within(flops: float, target: float, tolerance: float) -> bool:
     """Whether ``flops`` lies within relative ``tolerance`` of ``target`` (on a log scale: ×/÷ (1 + tolerance))."""
     return abs(math.log(flops / target)) <= math.log1p(tolerance)
@@ -222,7 +185,9 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
     names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
     base_spec = resolve_spec(base=model["base"], phi=0, base_resolution=model["base_resolution"])
-    counter = Counter(shards.num_classes)
+    from pipeline.models.complexity import CostCounter  # here: torch only when planning, not for --help
+
+    counter = CostCounter(shards.num_classes)
     base = counter(base_spec)
     models = []
     for i, point in enumerate(points):

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from pipeline.errors import PipelineError
 from pipeline.models.build import build_model
 from pipeline.scaling import ScaleSpec
+from pipeline.scaling.cost import effnet_cost
 
 aten = torch.ops.aten
 Shape = list[int]
@@ -118,13 +119,31 @@ def _total(counter: FlopCounterMode) -> int:
     return sum(counts.get(op, 0) for op in FLOP_FORMULAS)
 
 
+class CostCounter:
+    """Flops, params and acts of built networks, each distinct network (``ScaleSpec.network_key``) counted once."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.counted: dict[tuple[Any, ...], Complexity] = {}
+
+    def __call__(self, spec: ScaleSpec) -> Complexity:
+        """The built network's complexity (``count_complexity`` of ``build_model(spec)``)."""
+        key = spec.network_key()
+        if key not in self.counted:
+            self.counted[key] = count_complexity(build_model(spec, num_classes=self.num_classes), spec.resolution)
+        return self.counted[key]
+
+    def flops(self, spec: ScaleSpec) -> int:
+        """The built network's flops; for an EfficientNet shape pycls's complexity rules give them without
+        building (``effnet_cost``, equal to the count to the last digit: tests/models/test_pycls_build.py)."""
+        shape = spec.stages()
+        if spec.base == "efficientnet" and shape is not None:
+            return effnet_cost(shape, spec.resolution, self.num_classes).flops
+        return self(spec).flops
+
+
 def measure(specs: list[ScaleSpec], num_classes: int) -> list[Complexity]:
     """Build and count each spec (identical networks are counted once); progress on a terminal's stderr."""
-    cache: dict[tuple[str, float, float, str, int], Complexity] = {}
-    results = []
-    for spec in tqdm(specs, desc="counting", unit="net", disable=None if len(specs) > 1 else True, leave=False):
-        key = (spec.base, spec.d, spec.w, spec.rounding, spec.resolution)
-        if key not in cache:
-            cache[key] = count_complexity(build_model(spec, num_classes=num_classes), spec.resolution)
-        results.append(cache[key])
-    return results
+    counter = CostCounter(num_classes)
+    return [counter(spec) for spec in
+            tqdm(specs, desc="counting", unit="net", disable=None if len(specs) > 1 else True, leave=False)]

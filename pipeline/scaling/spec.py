@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.scaling.compound import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound_multipliers
@@ -108,6 +109,12 @@ class ScaleSpec:
         if shape is None:
             return None
         return shape.scaled(self.d, self.w, self.rounding)
+
+    def network_key(self) -> tuple[Any, ...]:
+        """What the built network depends on: base, blocks and channels per stage (or d, w and rounding where the
+        base has no stage shape here), and resolution. Two specs with one key build the same network."""
+        shape = self.stages()
+        return (self.base, shape if shape is not None else (self.d, self.w, self.rounding), self.resolution)
 
 
 def _fmt(x: float) -> str:
