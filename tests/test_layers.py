@@ -9,6 +9,8 @@ module may import its own layer and any layer below; nothing is loaded by a modu
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,12 @@ def test_command_modules_are_imported_only_by_the_cli() -> None:
 def test_the_rule_itself(importer: str, imported: str, allowed: bool) -> None:
     """The rule the scan applies: the same layer, or a lower one; models and data are separate."""
     assert may_import(layer(importer), layer(imported)) is allowed
+
+
+@pytest.mark.parametrize("command", ["sweep", "submit", "report", "results", "complexity", "export", "launch", "demo"])
+def test_planning_commands_load_without_torch(command: str) -> None:
+    """Commands that plan, check or tabulate answer ``--help`` and bad input in under a second: no torch at import."""
+    code = f"import sys, pipeline.commands.{command}; print(sorted({{'torch', 'lightning'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent).stdout
+    assert out.strip() == "[]"

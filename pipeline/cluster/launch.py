@@ -39,7 +39,6 @@ from pipeline.cluster.checks import (
 from pipeline.cluster.run_manifest import read_manifest
 from pipeline.errors import PipelineError
 from pipeline.preemption import job_to_requeue, requeue_enabled, requeue_job, requeue_signal
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.config import resolve_run
 from pipeline.training.result import RESULT_FILE
 from pipeline.training.rundir import CHECKPOINT_DIR, CONFIG_FILE, LAST
@@ -224,6 +223,10 @@ def run_child(cmd: list[str], env: dict[str, str], forward: tuple[signals.Signal
 
 def checkpoint_step(directory: Path) -> int | None:
     """The global step of the run's ``last.ckpt``, or None without one."""
+    # imported here: it needs torch, and `pipeline submit` / `pipeline sweep` import this module for their
+    # --help and checks, which should not wait seconds for torch
+    from pipeline.training.checkpoint import load_checkpoint
+
     last = directory / CHECKPOINT_DIR / f"{LAST}.ckpt"
     return int(load_checkpoint(last, mmap=True)["global_step"]) if last.is_file() else None
 

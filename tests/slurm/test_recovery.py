@@ -67,14 +67,19 @@ def test_a_killed_task_is_retried_from_its_checkpoint(slurm_cluster, shards: Pat
 
 def test_b_submit_resume_finishes_a_cancelled_run(slurm_cluster, shards: Path, tmp_path: Path) -> None:
     done = slurm_cluster.run("pipeline", "submit", "--config", DEMO, "--nodes", "2", "--cpus-per-task", "1",
-                             "--", *small(shards), cwd=tmp_path)
+                             "--", *small(shards), *FREQUENT, cwd=tmp_path)
     job = done.stdout.strip()
     log = only(list((tmp_path / "runs" / "demo" / "slurm-logs").glob(f"*-{job}-*.out")))
     wait_for(log, "RequeueOnSignal: SIGUSR1 checkpoints and requeues", 1, timeout=240)
-    time.sleep(3)  # a few steps into the first epoch
+    run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():  # steps trained, however loaded the machine
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
     slurm_cluster.run("scancel", job)
     assert slurm_cluster.wait(job, timeout=120)["JobState"] == "CANCELLED"
-    run_dir = only(list((tmp_path / "runs" / "demo").glob(f"compound-phi0-j{job}-*")))
+    # SLURM says CANCELLED at once; the tasks save at their next batch end, within KillWait
+    wait_for(log, "RequeueOnSignal: SIGTERM → saved", 1, timeout=60)
     saved = int(re.search(r"SIGTERM → saved \S+ at global step (\d+)", log.read_text()).group(1))
     assert 0 < saved < EPOCHS * BATCHES and not (run_dir / "result.json").exists()
 
