@@ -56,7 +56,7 @@ digits: install  ## the embedded digits shards in data/digits (once)
 
 sweep-grid: install $(if $(filter data/digits,$(DATA)),digits)  ## α, β, γ grid at 2× the base's flops: runs/$(GRID)
 	$(PIPELINE) sweep grid --config $(SWEEP_CONFIG) --name $(GRID) $(SWEEP_ARGS) \
-	  -- --data.root $(DATA) $(FIT_ARGS)
+	  -- --data.root $(DATA) $(if $(filter data/digits,$(DATA)),--model.base_resolution 128) $(FIT_ARGS)
 
 sweep-scale: install $(if $(filter data/digits,$(DATA)),digits)  ## compound φ=$(PHI) + $(STRATEGIES) at s=$(SCALES): runs/$(SCALE)
 	$(PIPELINE) sweep scale --config $(SWEEP_CONFIG) --name $(SCALE) --phi $(PHI) --strategy $(STRATEGIES) \
