@@ -131,8 +131,9 @@ def split_warnings(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         if r.get("selected_on") is not None and r.get("selected_on") == r.get("reported_on"):
             same.setdefault(f"{r['sweep']} ({r['selected_on']})", []).append(str(r["run_name"]))
-    return [f"warning: selection and report used the same split in {sweep}: {', '.join(runs)}; their top-1 is "
-            "optimistic" for sweep, runs in same.items()]
+    return [f"warning: selection and report used the same split in {sweep} for {len(runs)} runs "
+            f"({', '.join(runs[:3])}{', …' if len(runs) > 3 else ''}): their top-1 is optimistic"
+            for sweep, runs in same.items()]
 
 
 def runs_section(records: list[dict[str, Any]]) -> Section:
@@ -143,8 +144,8 @@ def runs_section(records: list[dict[str, Any]]) -> Section:
              _fmt(100 * r["top1_ema"] if r.get("top1_ema") else None, 1), _fmt(r.get("epoch_time_s"), 1)]
             for r in records]
     counts = ", ".join(sorted({str(r["eval_images"]) for r in records}))
-    text = " ".join([f"top-1 [its 95 % Wilson interval] (evaluation images: {counts}); flops = multiply-adds per "
-                     "image.", *split_warnings(records)])
+    text = "\n\n".join([f"top-1 [its 95 % Wilson interval] (evaluation images: {counts}); flops = multiply-adds "
+                         "per image.", *split_warnings(records)])
     return Section("Runs", text, ("sweep", "run", "strategy", "φ or s", "res", "params (M)", "flops (M)",
                                   "acts (M)", "top-1 (%) [95 %]", "EMA top-1 (%)", "epoch (s)"), rows)
 
@@ -196,9 +197,10 @@ def fit_section(records: list[dict[str, Any]], group: Any, out: Path, replicates
                    if (c := compare(f, g)) is not None]
     if not fits:
         return Section("Scaling-law fits", "No strategy has runs at two or more compute values: nothing to fit."), []
-    extrapolated = [f"- {f.strategy} over {f.cost}: extrapolated to the next φ (C = {f.next_x:.3g}, beyond the "
-                    f"largest measured {f.max_x:.3g}): error {_interval_pct(e.value, e.low, e.high)} % (an "
-                    "extrapolation, not a measurement)" for f in fits if (e := f.extrapolation) is not None]
+    # the next φ is a step in flops; an epoch-time fit's next point is only the same ratio on from its largest time
+    extrapolated = [f"- {f.strategy} over flops: extrapolated to the next φ (C = {f.next_x:.3g}, beyond the largest "
+                    f"measured {f.max_x:.3g}): error {_interval_pct(e.value, e.low, e.high)} % (an extrapolation, not "
+                    "a measurement)" for f in fits if f.cost == "flops" and (e := f.extrapolation) is not None]
     text = "\n".join(["Top-1 error = a·C^(−b) + c with four or more distinct C, else a·C^(−b) (log-log line); "
                       f"95 % intervals from {replicates} bootstrap refits over runs and seeds (each accuracy redrawn "
                       "from its binomial).", *comparison_lines(comparisons), *extrapolated])
