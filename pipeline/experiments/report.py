@@ -401,7 +401,7 @@ def log_to_wandb(report: Report, out: Path, project: str) -> list[Path]:
         table = wandb.Table(columns=list(WANDB_COLUMNS), data=[[r.get(c) for c in WANDB_COLUMNS] for r in records])
         logged: dict[str, Any] = {"sweep/runs": table, **{f"report/{p.stem}": wandb.Image(str(p)) for p in images}}
         if fits:
-            logged["report/fits"] = wandb.Table(columns=list(FIT_COLUMNS), data=[[f[c] for c in FIT_COLUMNS]
+            logged["sweep/fits"] = wandb.Table(columns=list(FIT_COLUMNS), data=[[f[c] for c in FIT_COLUMNS]
                                                                                 for f in fits])
         run.log(logged)
         for f in fits:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from tests.training.test_demo_wandb import read_wandb_run
 from tests.training.test_finetune import ONE_PROCESS, TINY_SCHEDULE
@@ -99,9 +100,10 @@ def test_killed_sweep_reruns_only_the_missing_runs_then_reports(rerun: tuple[Pat
     out = root / "k" / "report"
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     for r in records:
-        half = 100 * 1.959964 * (r["top1"] * (1 - r["top1"]) / 180) ** 0.5
-        assert f"| {100 * r['top1']:.1f} ± {half:.1f} |" in md and f"{100 * r['top1']:.1f} ± {half:.1f}" in html
-    assert md.count("![") == 2 and html.count("data:image/png;base64,") == 2
+        ci = stats.binomtest(round(180 * r["top1"]), 180).proportion_ci(method="wilson")  # 95 % Wilson
+        cell = f"{100 * r['top1']:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+        assert f"| {cell} |" in md and cell in html
+    assert md.count("![") == 3 and html.count("data:image/png;base64,") == 3  # accuracy, fits, runtime
     assert "| compound | 3 |" in md  # the growth exponents fitted over the 3 runs
     # the report's W&B run in the sweep's group: a table with a row per run and the plots as images
     (report_file,) = out.glob("wandb-runs/k/wandb/offline-run-*/run-*.wandb")
@@ -110,7 +112,9 @@ def test_killed_sweep_reruns_only_the_missing_runs_then_reports(rerun: tuple[Pat
     assert header["run_group"] == "k" and header["job_type"] == "report"
     logged = {k: v for e in events if e["type"] == "history" for k, v in e["history"]["item"].items()}
     assert logged["sweep/runs._type"] == "table-file" and logged["sweep/runs.nrows"] == 3
-    assert {k for k, v in logged.items() if v == "image-file"} == {"report/accuracy._type", "report/runtime._type"}
+    assert {k for k, v in logged.items() if v == "image-file"} == {"report/accuracy._type", "report/runtime._type",
+                                                                     "report/fits._type"}
+    assert logged["sweep/fits._type"] == "table-file" and logged["sweep/fits.nrows"] == 2  # over flops, epoch time
     (table_file,) = report_file.parent.glob("files/media/table/sweep/runs_*.table.json")
     table = json.loads(table_file.read_text())
     column = table["columns"].index("top1")
@@ -163,9 +167,9 @@ def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[P
     transfer = md[md.index("## Transfer"):]
     rows = [line for line in transfer.splitlines() if line.startswith("| cifar100 |")]
     for row, r, s in zip(rows, records, sources, strict=True):
-        half = 100 * 1.959964 * (r["top1"] * (1 - r["top1"]) / 360) ** 0.5
-        assert row == (f"| cifar100 | {s['run_name']} | {r['flops'] / 1e6:.1f} | {100 * r['top1']:.1f} ± {half:.1f} "
-                       f"| {100 * s['top1']:.1f} |")
+        ci = stats.binomtest(round(360 * r["top1"]), 360).proportion_ci(method="wilson")
+        assert row == (f"| cifar100 | {s['run_name']} | {r['flops'] / 1e6:.1f} | {100 * r['top1']:.1f} "
+                       f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}] | {100 * s['top1']:.1f} |")
     assert (sweep_dir / "report" / "transfer.png").is_file() and "transfer.png" in transfer
     print(f"\n{transfer}")
 
