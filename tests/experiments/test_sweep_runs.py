@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from scipy import stats
 
 from tests.training.test_demo_wandb import read_wandb_run
@@ -201,3 +202,29 @@ def test_grid_sweep_trains_each_network_once_and_ranks_by_measured_flops(digits:
     assert (f"| {first['phi']:.4g} | 32 | {first['flops'] / 1e6:.2f} |" in table
             and "grid-a1.4-b1.2-g1, grid-a1.1-b1.2-g1.1, grid-a1.2-b1.2-g1.1 |" in table)
     print(f"\n{table}")
+
+
+@pytest.mark.slow
+def test_more_seeds_train_only_the_missing_seed_and_the_report_shows_mean_and_sd(rerun: tuple[Path, bytes, str],
+                                                                                digits: Path) -> None:
+    """``--seeds 2`` on the finished one-seed sweep: its plain compound-phi0 counts as seed 0, so only
+    compound-phi0-seed1 trains (seed_everything and data.seed 1); the report shows the point's mean ± s.d."""
+    root = rerun[0]
+    command = [sys.executable, "-m", "pipeline.cli", "sweep", "scale", "--config", CONFIG, "--name", "k", "--phi", "0",
+               "--seeds", "2", "--", "--data.root", str(digits), "--run.root", str(root), *TINY]
+    done = subprocess.run(command, cwd=root.parent, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trained = [line.split()[1] for line in done.stdout.splitlines() if ": training" in line]
+    assert trained == ["compound-phi0-seed1:"] and "[1/4] compound-phi0: already done" in done.stdout
+    config = yaml.safe_load((root / "k" / "compound-phi0-seed1" / "config.yaml").read_text())
+    assert (config["seed_everything"], config["data"]["seed"]) == (1, 1)
+    runs = [json.loads((root / "k" / name / "result.json").read_text()) for name in ("compound-phi0",
+                                                                                    "compound-phi0-seed1")]
+    report = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", str(root / "k"), "--no-wandb", "--out",
+                             str(root / "seeds-report")], cwd=root.parent, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    md = (root / "seeds-report" / "report.md").read_text()
+    top1 = [r["top1"] for r in runs]
+    mean, sd = 100 * sum(top1) / 2, 100 * abs(top1[0] - top1[1]) / 2**0.5
+    assert f"| k | compound-phi0 | 2 | {mean:.1f} | {sd:.1f} |" in md
