@@ -228,10 +228,10 @@ def runtime_section(records: list[dict[str, Any]], lines: dict[str, list[dict[st
                    ("cost", "group", "Pearson r", "95 %", "runs"), rows, image)
 
 
-def growth_section(lines: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]]) -> Section:
-    """Fitted exponents k ± their standard error of params ∝ flops^k and acts ∝ flops^k per strategy (one run per
-    point, with the base net) vs theory."""
-    bases = [r for r in records if r["d"] == 1 and r["w"] == 1 and r["r"] == 1]
+def growth_section(lines: dict[str, list[dict[str, Any]]], points: list[dict[str, Any]]) -> Section:
+    """Fitted exponents k ± their standard error of params ∝ flops^k and acts ∝ flops^k per strategy (``lines`` and
+    ``points`` one record per point, ``point_records``; the base net of the sweep added) vs theory."""
+    bases = [r for r in points if r["d"] == 1 and r["w"] == 1 and r["r"] == 1]
     rows = []
     for name, points in lines.items():
         same_sweep = [b for b in bases if b["sweep"] == points[0]["sweep"] and b["run_name"] not in
@@ -315,7 +315,7 @@ def build_sections(directories: list[Path], out: Path, replicates: int = REPLICA
         if family_runs:
             fitted, fits = fit_section(family_runs, group, out, replicates)
             sections.append(fitted)
-        sections += [growth_section(families, scaling)] if families else []
+        sections += [growth_section(families, [p for v in lines.values() for p in v])] if families else []
     transfer = [r for r in records if r["sweep_kind"] == "transfer"]
     timed_lines: dict[str, list[dict[str, Any]]] = {}
     for r in scaling:
