@@ -351,7 +351,7 @@ def render_html(title: str, sections: list[Section]) -> str:
     body = [f"<h1>{escape(title)}</h1>"]
     for s in sections:
         body.append(f"<h2>{escape(s.title)}</h2>")
-        body += [f"<p>{escape(s.text)}</p>"] if s.text else []
+        body += ["<p>" + escape(s.text).replace("\n", "<br>") + "</p>"] if s.text else []  # the text's lines
         body += [html_table(s.headers, s.rows)] if s.rows else []
         if s.image:
             data = base64.b64encode(s.image.read_bytes()).decode()
