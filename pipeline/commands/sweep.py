@@ -4,12 +4,20 @@
     pipeline sweep scale --config C --phi 0..3 [--alpha … | --from-grid DIR] [--variant b0 b1]
                          [--strategy dwr dWr --scale 1,2,4 --fast-alpha 0.8]
     pipeline sweep transfer --from DIR --dataset cifar100|flowers102 [--data-root PATH]
+    every kind: [--seeds N] [--name NAME] [--dry-run] [--submit local|slurm]
 
 Every kind becomes the same run manifest (``<root>/<sweep>/run_manifest.json``) and ``sweep.json`` (the plan:
 specs, complexity, the data's image counts). Locally each pending run is one ``pipeline fit`` subprocess,
 in order; ``--submit slurm`` hands the manifest to ``pipeline submit --manifest`` (a job array). Re-running
 the same command skips runs with a ``result.json`` and resumes the others from ``last.ckpt`` if they have
 one; a different plan for an existing sweep directory is refused.
+
+``--seeds N`` trains every point N times, ``<run>-seed<k>`` for k = 0..N−1, differing only in
+``--seed_everything`` and ``--data.seed`` (the config's seed + k; the data order follows). N = 1 keeps the plain
+run names. Re-running with a larger N adds the missing seeds only; a plain run of an earlier N = 1 sweep counts
+as seed 0 of its point (it trained with the config's seed). A transfer sweep writes beside its source sweep
+(``<source's run root>/transfer-<dataset>-<source>``) unless ``-- --run.root`` says otherwise, and fine-tunes
+every seed of a seeded source as its own run (``…-<dataset>-seed<k>``, with the source's seed).
 
 Flops across strategies are matched by *measured* flops: a strategy at s asks for s × the base net's flops,
 but rounding (channels to 8, repeats up, resolution to 4, and at small resolutions the last feature map's
@@ -38,7 +46,7 @@ from pipeline.cluster.run_manifest import run_manifest_path
 from pipeline.commands import submit
 from pipeline.errors import PipelineError
 from pipeline.experiments import grid
-from pipeline.experiments.plan import SweepPlan, check_finite, cost_lines, plan_sweep, save_plan
+from pipeline.experiments.plan import SweepPlan, check_finite, cost_lines, plan_sweep, save_plan, with_seeds
 from pipeline.experiments.points import grid_points, scale_points, transfer_points
 from pipeline.experiments.runner import plan_table, run_locally
 from pipeline.scaling import STRATEGIES, VARIANTS
@@ -53,6 +61,9 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
                    help=f"training config of every run (default {config_default})" if config_default else
                    "training config (default configs/transfer/<dataset>.yaml)")
     p.add_argument("--name", help="sweep name: its directory is <run.root>/<name> and its W&B group")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="runs per point, seeds k = 0..N-1 named <run>-seed<k> (default 1: plain names); a larger N "
+                   "on an existing sweep adds the missing seeds")
     p.add_argument("--dry-run", action="store_true", help="print every run with flops, params, acts and the cost")
     p.add_argument("--images-per-s", type=float, help="base net's training images/s per GPU, for GPU-hours")
     p.add_argument("--submit", choices=("local", "slurm"), default="local",
@@ -101,7 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_plan(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
-    """Turn the arguments into a sweep plan (every check runs here, before anything is written)."""
+    """Turn the arguments into a sweep plan, every point repeated over ``--seeds`` (every check runs here,
+    before anything is written)."""
+    if args.seeds < 1:
+        raise PipelineError(f"--seeds must be >= 1 (got {args.seeds})")
+    return with_seeds(plan_points(args, extra), args.seeds)
+
+
+def plan_points(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
+    """The sweep plan of the kind's points, one run each."""
     if args.images_per_s is not None:
         check_finite("--images-per-s", args.images_per_s)
     if args.max_parallel < 1:
@@ -118,8 +137,12 @@ def make_plan(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
                               args.fast_alpha, match_flops=not args.nominal_s)
         return plan_sweep("scale", args.name or "scale", args.config, extra, points, args.flops_tolerance)
     config = args.config or str(Path("configs") / "transfer" / f"{args.dataset}.yaml")
-    name = args.name or f"transfer-{args.dataset}-{args.source.resolve().name}"
-    overrides = ["--run.dataset", args.dataset, *(["--data.root", args.data_root] if args.data_root else []), *extra]
+    source = args.source.resolve()
+    name = args.name or f"transfer-{args.dataset}-{source.name}"
+    # beside the source sweep (its run root) unless the overrides give a run root
+    root = [] if any(a.split("=", 1)[0] == "--run.root" for a in extra) else ["--run.root", str(source.parent)]
+    overrides = ["--run.dataset", args.dataset, *(["--data.root", args.data_root] if args.data_root else []),
+                 *root, *extra]
     return plan_sweep("transfer", name, config, overrides, transfer_points(args.source))
 
 

@@ -1,5 +1,5 @@
-"""The α, β, γ grid search at matched cost, and its outcome: candidates ranked by validation top-1 with its
-binomial error.
+"""The α, β, γ grid search at matched cost, and its outcome: candidates ranked by their top-1 on the selection
+(validation) split, averaged over seeds, with its binomial error and spread over seeds.
 
 Each candidate (α, β, γ) is a direction, trained at the φ′ whose built network costs the target × the base's
 flops (``plan.plan_sweep`` with ``match_flops``); ``one_run_per_network`` leaves out the candidates no φ′
@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import PipelineError
 from pipeline.experiments.plan import PlannedRun, SweepPlan, within
-from pipeline.experiments.stats import Z95, binomial_se
+from pipeline.experiments.stats import accuracy_interval, point_name, summarise_points, within_noise
 from pipeline.experiments.tables import markdown_table
 from pipeline.training.result import read_result
 
@@ -55,43 +55,54 @@ def one_run_per_network(plan: SweepPlan, tolerance: float) -> SweepPlan:
     return dataclasses.replace(plan, runs=list(kept.values()), notes=tuple(notes))
 
 
+def selection_value(record: dict[str, Any], metric: str) -> float | None:
+    """A run's ``metric`` on the selection split: ``val_<metric>`` (held out from the reported split), else
+    ``metric`` itself (records from before the selection split had only that)."""
+    value = record.get(f"val_{metric}")
+    return record.get(metric) if value is None else value
+
+
 def rank(records: list[dict[str, Any]], val_images: int, metric: str = "top1") -> list[dict[str, Any]]:
-    """Candidates best first, each with its standard error and whether it is within the noise of the best
-    by ``metric`` (difference < 1.96·√(se₁² + se₂²), a 95 % two-sided test): those within noise come first,
-    fewest measured flops first (a tie in accuracy goes to the cheaper network), then the rest by ``metric``."""
+    """Candidates best first by ``metric`` on the selection split (``selection_value``), each point's seeds
+    averaged (``stats.summarise_points``: mean, s.d. over seeds, standard error from the binomial error on
+    ``val_images`` and the seed spread), and whether it is within the noise of the best (``stats.within_noise``,
+    a 95 % two-sided test): those within noise come first, fewest measured flops first (a tie in accuracy goes to
+    the cheaper network), then the rest by ``metric``."""
     if metric not in METRICS:
         raise PipelineError(f"rank metric must be one of {', '.join(METRICS)} (got {metric!r})")
-    done = [r for r in records if r.get(metric) is not None]
-    if not done:
+    scored = [{**r, metric: selection_value(r, metric)} for r in records]
+    firsts = {point_name(str(r["run_name"])): r for r in reversed(scored)}  # each point's first run
+    points = summarise_points(scored, val_images, metric)
+    if not points:
         raise PipelineError(f"no grid candidate has a {metric} yet: nothing to rank")
-    done.sort(key=lambda r: (-r[metric], r["flops"]))
-    best = done[0]
-    best_se = binomial_se(best[metric], val_images)
+    points.sort(key=lambda p: (-p.mean, firsts[p.point]["flops"]))
+    best = points[0]
     ranking = []
-    for r in done:
-        se = binomial_se(r[metric], val_images)
-        gap = best[metric] - r[metric]
+    for p in points:
+        r = firsts[p.point]
         ranking.append({
-            "run_name": r["run_name"], "labels": r.get("labels", [r["run_name"]]), "alpha": r["alpha"],
-            "beta": r["beta"], "gamma": r["gamma"], "phi": r.get("phi"), "flops": r["flops"], "params": r["params"],
-            "acts": r["acts"], "resolution": r["resolution"], metric: r[metric], "se": se,
-            "within_noise_of_best": gap <= Z95 * (se**2 + best_se**2) ** 0.5,
+            "run_name": p.point, "labels": r.get("labels", [r["run_name"]]), "alpha": r["alpha"], "beta": r["beta"],
+            "gamma": r["gamma"], "phi": r.get("phi"), "flops": r["flops"], "params": r["params"], "acts": r["acts"],
+            "resolution": r["resolution"], metric: p.mean, "sd": p.sd, "seeds": p.seeds, "se": p.se,
+            "interval": accuracy_interval(p.mean, val_images), "within_noise_of_best": within_noise(best, p),
         })
     ranking.sort(key=lambda r: (not r["within_noise_of_best"], r["flops"] if r["within_noise_of_best"] else 0))
     return [{"rank": place, **r} for place, r in enumerate(ranking, 1)]
 
 
-RANKING_HEADERS = ("rank", "α", "β", "γ", "αβ²γ²", "φ′", "res", "flops (M)", "params (M)", "top-1 (%) ± 95 %",
-                   "within noise of best", "labels")
+RANKING_HEADERS = ("rank", "α", "β", "γ", "αβ²γ²", "φ′", "res", "flops (M)", "params (M)", "top-1 (%) ± s.d.",
+                   "seeds", "one run's 95 % (Wilson)", "within noise of best", "labels")
 
 
 def ranking_rows(ranking: list[dict[str, Any]], metric: str) -> list[list[str]]:
-    """The ranking's table cells (accuracy ± its 95 % binomial interval, measured flops), under RANKING_HEADERS."""
+    """The ranking's table cells (the mean over seeds ± their s.d., one run's 95 % Wilson interval at that
+    accuracy, measured flops), under RANKING_HEADERS."""
     return [[str(r["rank"]), f"{r['alpha']:g}", f"{r['beta']:g}", f"{r['gamma']:g}",
              f"{r['alpha'] * r['beta'] ** 2 * r['gamma'] ** 2:.3f}", "-" if r["phi"] is None else f"{r['phi']:.4g}",
              str(r["resolution"]), f"{r['flops'] / 1e6:.2f}", f"{r['params'] / 1e6:.2f}",
-             f"{100 * r[metric]:.1f} ± {100 * Z95 * r['se']:.1f}", "yes" if r["within_noise_of_best"] else "no",
-             ", ".join(r["labels"])] for r in ranking]
+             f"{100 * r[metric]:.1f}" + ("" if r["sd"] is None else f" ± {100 * r['sd']:.1f}"), str(r["seeds"]),
+             f"[{100 * r['interval'][0]:.1f}, {100 * r['interval'][1]:.1f}]",
+             "yes" if r["within_noise_of_best"] else "no", ", ".join(r["labels"])] for r in ranking]
 
 
 def write_ranking(directory: Path, records: list[dict[str, Any]], val_images: int, metric: str) -> dict[str, Any]:
@@ -112,7 +123,7 @@ def finish_grid(plan: SweepPlan, metric: str) -> str | None:
     α, β, γ (grid.json, grid.md); return what to print (the ranking and the next command), else None."""
     records = [read_result(run.entry.run_dir) for run in plan.runs]
     if any(r is None for r in records):
-        return None
+        return None  # every seed of every candidate: a mean over the seeds that happen to be done would move
     labelled = [{**r, "labels": run.info.get("labels", [run.name])}
                 for run, r in zip(plan.runs, records, strict=True) if r]
     chosen = write_ranking(plan.directory, labelled, plan.val_images, metric)

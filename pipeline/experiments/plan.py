@@ -11,6 +11,7 @@ and ``sweep.json`` (``save_plan``; read back by ``load_sweep``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 from pipeline.atomic import atomic_write_json
 from pipeline.cluster.run_manifest import RunEntry, read_manifest, run_manifest_path, write_manifest
 from pipeline.errors import PipelineError
+from pipeline.experiments.stats import point_name
 from pipeline.scaling import ScaleSpec, resolve_spec
 from pipeline.scaling.compound import flops_factor
 from pipeline.scaling.spec import SPEC_KEYS
@@ -46,6 +48,7 @@ class Point:
     # target the asked s unless given (a grid candidate: a direction (α, β, γ), target 2 = the nominal 2^φ at φ = 1)
     match_flops: bool = False
     target: float | None = None
+    suffix: str = ""  # appended to the default run name (a transfer of a seeded source run keeps its -seed<k>)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class SweepPlan:
     base_flops: int
     runs: list[PlannedRun]
     notes: tuple[str, ...] = ()  # what planning left out, and why (a grid candidate no φ′ matches)
+    seed: int = 0  # the config's seed_everything: seed k of a point trains with seed + k
 
     def manifest(self) -> list[RunEntry]:
         """The run manifest entries, in plan order."""
@@ -176,6 +180,8 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
     if not isinstance(epochs, int) or epochs < 1:
         raise PipelineError(f"set trainer.max_epochs (got {epochs!r}): a sweep's cost and schedule need it")
     directory = Path(run["root"]) / name
+    seed = resolved.config.get("seed_everything")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0  # True: random; seeds need numbers
     common = {k: model[k] for k in SPEC_KEYS if k not in first}  # the config's keys that no point sets
     specs = []
     for point in points:
@@ -183,7 +189,8 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         if unknown:
             raise PipelineError(f"not a model spec key: {', '.join(sorted(unknown))}")
         specs.append(resolve_spec(**{**common, **dict.fromkeys(MODE_KEYS), **point.model}))
-    names = [point.name or run_name(spec, run.get("dataset")) for point, spec in zip(points, specs, strict=True)]
+    names = [point.name or run_name(spec, run.get("dataset")) + point.suffix
+             for point, spec in zip(points, specs, strict=True)]
     base_spec = resolve_spec(base=model["base"], phi=0, base_resolution=model["base_resolution"])
     from pipeline.models.complexity import CostCounter  # here: torch only when planning, not for --help
 
@@ -218,7 +225,49 @@ def plan_sweep(kind: str, name: str, config: str, overrides: list[str], points: 
         raise PipelineError(f"two points of sweep {name!r} are the same run: {', '.join(twice)}")
     return SweepPlan(kind, name, directory, config, list(overrides), Path(str(data["root"])).name,
                      shards.splits[splits["train"]].count, shards.splits[splits["val"]].count, epochs, base.flops,
-                     runs)
+                     runs, seed=seed)
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """The overrides of one seed: Lightning's ``seed_everything`` and the data module's seed (shard order,
+    shuffle, augmentation), so that a point's seeds differ in both."""
+    return ["--seed_everything", str(seed), "--data.seed", str(seed)]
+
+
+def seed_name(point: str, k: int) -> str:
+    """Run name of seed ``k`` of ``point``: ``<point>-seed<k>`` (``stats.point_name`` takes the suffix off)."""
+    return f"{point}-seed{k}"
+
+
+def with_seeds(plan: SweepPlan, seeds: int) -> SweepPlan:
+    """``plan`` with every run repeated for seeds k = 0..seeds−1 (``plan.seed`` + k), named ``<run>-seed<k>``
+    and differing only in ``seed_overrides``.
+
+    One seed keeps plain run names and no seed override (a sweep from before seeds stays valid). The runs the
+    sweep directory already lists decide seed 0's form, so that re-running with another ``seeds`` only adds runs:
+    a plain run listed there is seed 0 of its point (it trained with the config's seed, ``plan.seed``), and
+    with one seed a listed ``<run>-seed0`` is kept. PipelineError for ``seeds`` < 1 or runs already seeded.
+    """
+    if seeds < 1:
+        raise PipelineError(f"--seeds must be >= 1 (got {seeds})")
+    path = run_manifest_path(plan.directory)
+    listed = {Path(entry.run_dir).name for entry in read_manifest(path)} if path.is_file() else set()
+    runs = []
+    for run in plan.runs:
+        if seeds > 1 and run.name != point_name(run.name):
+            raise PipelineError(f"run {run.name} already has a seed (a transfer of a seeded sweep trains one run per "
+                                "source seed): give --seeds 1")
+        plain = run.name in listed if seeds > 1 else seed_name(run.name, 0) not in listed
+        runs += [run] if plain else [_seeded(run, 0, plan.seed)]
+        runs += [_seeded(run, k, plan.seed) for k in range(1, seeds)]
+    return dataclasses.replace(plan, runs=runs)
+
+
+def _seeded(run: PlannedRun, k: int, base: int) -> PlannedRun:
+    name = seed_name(run.name, k)
+    entry = RunEntry(run.entry.config, str(Path(run.entry.run_dir).with_name(name)),
+                     [*run.entry.overrides, *seed_overrides(base + k)])
+    return dataclasses.replace(run, name=name, entry=entry, info={**run.info, "seed": base + k})
 
 
 def cost_lines(plan: SweepPlan, images_per_s: float | None) -> list[str]:

@@ -52,11 +52,12 @@ def plot_scaling(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 def plot_panels(
     lines: dict[str, list[dict[str, Any]]], xs: Sequence[tuple[str, str]], y: str, ylabel: str, path: str | Path,
-    yerr: str | None = None, titles: Sequence[str] | None = None,
+    yerr: str | None = None,
     reference: dict[str, list[dict[str, Any]]] | None = None, unjoined: Sequence[str] = (),
 ) -> Path:
     """One panel per ``(x key, x label)``, log x, a line per group of ``lines`` (sorted by x) with optional error
-    bars ``yerr``; ``reference`` lines are drawn dashed (e.g. the source accuracy beside transfer accuracy), groups
+    bars ``yerr`` (a record's value: one half-width, or the distances (below, above) of an asymmetric interval);
+    ``reference`` lines are drawn dashed (e.g. the source accuracy beside transfer accuracy), groups
     named in ``unjoined`` as points only (e.g. grid candidates, which are not a family)."""
     import matplotlib
 
@@ -64,21 +65,26 @@ def plot_panels(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(xs), figsize=(5 * len(xs), 4), sharey=True, constrained_layout=True, squeeze=False)
-    for i, (ax, (key, label)) in enumerate(zip(axes[0], xs, strict=True)):
+    for ax, (key, label) in zip(axes[0], xs, strict=True):
         for style, groups in (("-", lines), ("--", reference or {})):
             for name, points in groups.items():
                 line = sorted(points, key=lambda r: r[key])
                 ax.errorbar([r[key] for r in line], [r[y] for r in line], marker="o", capsize=3,
                             linestyle="none" if name in unjoined else style,
-                            yerr=[r[yerr] for r in line] if yerr else None, label=name)
+                            yerr=_errors([r[yerr] for r in line]) if yerr else None, label=name)
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        if titles:
-            ax.set_title(titles[i], fontsize=9)
     axes[0][0].set_ylabel(ylabel)
     axes[0][0].legend(fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _errors(values: list[Any]) -> list[Any]:
+    """Error bars as matplotlib takes them: half-widths as they are, (below, above) pairs as two rows."""
+    if values and isinstance(values[0], tuple | list):
+        return [[v[0] for v in values], [v[1] for v in values]]
+    return values

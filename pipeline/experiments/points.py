@@ -12,7 +12,8 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.experiments import grid
-from pipeline.experiments.plan import Point
+from pipeline.experiments.plan import Point, seed_overrides
+from pipeline.experiments.stats import point_name
 from pipeline.scaling import grid_candidates, spread_candidates
 from pipeline.scaling.spec import SPEC_KEYS
 from pipeline.training.result import RESULT_FILE, read_result
@@ -65,7 +66,8 @@ def scale_points(phis: list[float] | None, coefficients: dict[str, float], from_
 
 
 def transfer_points(source: Path) -> list[Point]:
-    """One fine-tuning point per finished run of ``source``: its model spec keys, initialised from its run dir."""
+    """One fine-tuning point per finished run of ``source``: its model spec keys, initialised from its run dir
+    (a seeded source run ``<point>-seed<k>`` with its seed, named with its ``-seed<k>``)."""
     import yaml
 
     if not source.is_dir():
@@ -78,12 +80,17 @@ def transfer_points(source: Path) -> list[Point]:
         config_file = run / CONFIG_FILE
         if not config_file.is_file():
             raise PipelineError(f"{run} has a {RESULT_FILE} but no {CONFIG_FILE}: cannot tell its model")
-        model = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
+        config = yaml.safe_load(config_file.read_text()) or {}
+        model = config.get("model") or {}
+        name = record["run_name"]
+        seeded = point_name(name) != name  # fine-tuned with its source's seed, under its source's -seed<k>
+        seed = seed_overrides(int(config.get("seed_everything") or 0)) if seeded else []
         points.append(Point(
             {k: model[k] for k in SPEC_KEYS if k in model},
-            overrides=("--model.init_from", str(run), "--run.source_run", record["run_name"]),
-            info={"source_run": record["run_name"], "source_top1": record.get("top1"),
+            overrides=("--model.init_from", str(run), "--run.source_run", name, *seed),
+            info={"source_run": name, "source_top1": record.get("top1"),
                   "source_top1_ema": record.get("top1_ema"), "source_sweep": str(source)},
+            suffix=name[len(point_name(name)):],
         ))
     if not points:
         raise PipelineError(f"--from {source}: no finished run ({RESULT_FILE}) to fine-tune from")

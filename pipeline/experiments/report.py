@@ -1,13 +1,16 @@
 """The sweeps' report (``pipeline report``): its sections, rendered as report.md and report.html (PNGs
 embedded), and its W&B runs.
 
-Sections: the runs (accuracy ± 95 % binomial interval from the validation count, cost, time); top-1 over
-flops, params and activations per strategy (EfficientNet Fig. 1/8); epoch time over flops, params and
-activations with Pearson r (Dollár et al.'s runtime figure); measured growth exponents of params and
-activations over flops per strategy beside the theory; the grid ranking of a grid sweep; transfer top-1
-over flops per dataset beside the source accuracy. Every number comes from the runs' result records and
-the sweep's plan (``sweep.json``: the validation count, kind); the report's W&B run (group = the sweep)
-gets one ``wandb.Table`` of the runs and the plots as images.
+Sections: the runs (top-1 with its 95 % Wilson interval on the reported split's count, cost, time); the points
+over their seeds (mean ± s.d. beside one run's interval) when a sweep has seeds; top-1 over flops, params and
+activations per strategy (EfficientNet Fig. 1/8); scaling-law fits of top-1 error over flops and over epoch time
+per strategy with bootstrap bands, crossings, separation and the extrapolation to the next φ; epoch time over
+flops, params and activations with Pearson r and its interval per group of comparable runs (Dollár et al.'s
+runtime figure); growth exponents of params and activations over flops per strategy with standard errors beside
+the theory; the grid ranking of a grid sweep; transfer top-1 over flops per dataset beside the source accuracy.
+Every number comes from the runs' result records and the sweep's plan (``sweep.json``: the validation count,
+kind); the statistics are ``stats``' and ``scaling_fit``'s. The report's W&B run (group = the sweep) gets one
+``wandb.Table`` of the runs, one of the fitted laws, and the plots as images.
 """
 
 from __future__ import annotations
@@ -22,10 +25,30 @@ from pipeline.errors import PipelineError
 from pipeline.experiments import grid
 from pipeline.experiments.plan import load_sweep
 from pipeline.experiments.plots import COSTS, plot_panels
-from pipeline.experiments.stats import Z95, binomial_se, growth_exponent, pearson_r, theory_exponents
+from pipeline.experiments.scaling_fit import (
+    FIT_HEADERS,
+    REPLICATES,
+    StrategyFit,
+    compare,
+    comparison_lines,
+    fit_records,
+    fit_rows,
+    plot_fits,
+)
+from pipeline.experiments.stats import (
+    COMPARABLE_KEYS,
+    accuracy_interval,
+    growth_fit,
+    point_name,
+    runtime_correlations,
+    summarise_points,
+    theory_exponents,
+)
 from pipeline.experiments.tables import html_table, markdown_table
 from pipeline.scaling import STRATEGIES, strategy_exponents
 from pipeline.training.result import read_result
+
+FIT_COSTS = ("flops", "epoch_time_s")  # the scaling-law fits' compute axes
 
 
 @dataclass
@@ -39,19 +62,34 @@ class Section:
     image: Path | None = None
 
 
+def eval_images(record: dict[str, Any], plan: dict[str, Any]) -> int:
+    """The images a run's reported top-1 was measured on: the record's ``test_images``, else (records from before
+    the test split was reported) the plan's validation count."""
+    return int(record.get("test_images") or plan["val_images"])
+
+
+def with_interval(record: dict[str, Any], n: int) -> dict[str, Any]:
+    """``record`` with its top-1 in % and the 95 % Wilson interval on ``n`` images (``top1_low``/``top1_high``,
+    fractions; ``top1_err_pct``: the distances below and above, for error bars); no interval without a top-1."""
+    top1 = record.get("top1")
+    low, high = accuracy_interval(top1, n) if top1 is not None else (math.nan, math.nan)
+    pct = 100 * (top1 or 0)
+    return {**record, "eval_images": n, "top1_pct": pct, "top1_low": low, "top1_high": high,
+            "top1_err_pct": (pct - 100 * low, 100 * high - pct)}
+
+
 def load_records(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A sweep's plan and its finished runs' records (plan order), each with the sweep's kind, val count and
-    the accuracy's 95 % half-interval (``top1_ci``, fraction) added."""
+    """A sweep's plan and its finished runs' records (plan order), each with the sweep's kind, the source's
+    top-1, its nominal s and its 95 % Wilson interval (``with_interval``) added."""
     plan = load_sweep(directory)
     records = []
     for planned in plan["runs"]:
         record = read_result(planned["run_dir"])
         if record is None:
             continue
-        se = binomial_se(record["top1"], plan["val_images"]) if record.get("top1") is not None else math.nan
-        records.append({**record, "sweep_kind": plan["kind"], "val_images": plan["val_images"], "top1_ci": Z95 * se,
-                        "top1_pct": 100 * (record.get("top1") or 0), "top1_ci_pct": 100 * Z95 * se,
-                        "source_top1": planned.get("source_top1"), "s_nominal": planned.get("s_nominal")})
+        records.append(with_interval({**record, "sweep_kind": plan["kind"], "val_images": plan["val_images"],
+                                      "source_top1": planned.get("source_top1"),
+                                      "s_nominal": planned.get("s_nominal")}, eval_images(record, plan)))
     return plan, records
 
 
@@ -73,6 +111,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _interval_pct(value: float, low: float, high: float) -> str:
+    return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def point_label(record: dict[str, Any]) -> str:
     """φ, or s (``asked→trained`` where flops matching moved it), or ``-`` for a variant."""
     if record.get("phi") is not None:
@@ -83,59 +125,132 @@ def point_label(record: dict[str, Any]) -> str:
     return f"s={nominal:g}→{record['s']:.3g}" if nominal not in (None, record["s"]) else f"s={record['s']:g}"
 
 
+def split_warnings(records: list[dict[str, Any]]) -> list[str]:
+    """A warning per sweep whose runs selected (best checkpoint, grid choice) and reported on the same split."""
+    same: dict[str, list[str]] = {}
+    for r in records:
+        if r.get("selected_on") is not None and r.get("selected_on") == r.get("reported_on"):
+            same.setdefault(f"{r['sweep']} ({r['selected_on']})", []).append(str(r["run_name"]))
+    return [f"warning: selection and report used the same split in {sweep} for {len(runs)} runs "
+            f"({', '.join(runs[:3])}{', …' if len(runs) > 3 else ''}): their top-1 is optimistic"
+            for sweep, runs in same.items()]
+
+
 def runs_section(records: list[dict[str, Any]]) -> Section:
-    """The headline table: one row per run."""
+    """The headline table: one row per run, top-1 with its 95 % Wilson interval."""
     rows = [[r["sweep"], r["run_name"], r["strategy"], point_label(r),
              str(r["resolution"]), f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.1f}", f"{r['acts'] / 1e6:.3f}",
-             f"{r['top1_pct']:.1f} ± {r['top1_ci_pct']:.1f}",
+             _interval_pct(r["top1"], r["top1_low"], r["top1_high"]) if r.get("top1") is not None else "-",
              _fmt(100 * r["top1_ema"] if r.get("top1_ema") else None, 1), _fmt(r.get("epoch_time_s"), 1)]
             for r in records]
-    return Section("Runs", f"top-1 ± its 95 % binomial interval (validation images: "
-                   f"{', '.join(sorted({str(r['val_images']) for r in records}))}); flops = multiply-adds per image.",
-                   ("sweep", "run", "strategy", "φ or s", "res", "params (M)", "flops (M)", "acts (M)",
-                    "top-1 (%)", "EMA top-1 (%)", "epoch (s)"), rows)
+    counts = ", ".join(sorted({str(r["eval_images"]) for r in records}))
+    text = "\n\n".join([f"top-1 [its 95 % Wilson interval] (evaluation images: {counts}); flops = multiply-adds "
+                         "per image.", *split_warnings(records)])
+    return Section("Runs", text, ("sweep", "run", "strategy", "φ or s", "res", "params (M)", "flops (M)",
+                                  "acts (M)", "top-1 (%) [95 %]", "EMA top-1 (%)", "epoch (s)"), rows)
+
+
+def point_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per point of each sweep (its first run's, seeds averaged): top-1 = the mean over its seeds,
+    ``top1_sd`` their s.d. (None for one seed), ``seeds`` their number, the interval one run's at the mean."""
+    out = []
+    sweeps = dict.fromkeys(r["sweep"] for r in records)
+    for sweep in sweeps:
+        runs = [r for r in records if r["sweep"] == sweep]
+        firsts = {point_name(str(r["run_name"])): r for r in reversed(runs)}
+        n = runs[0]["eval_images"]
+        for p in summarise_points(runs, n):
+            first = {**firsts[p.point], "run_name": p.point, "top1": p.mean, "top1_sd": p.sd, "seeds": p.seeds}
+            out.append(with_interval(first, n))
+    return out
+
+
+def points_section(points: list[dict[str, Any]]) -> Section:
+    """Each point's mean top-1 ± s.d. over its seeds beside the 95 % Wilson interval of one run at that mean."""
+    rows = [[p["sweep"], p["run_name"], str(p["seeds"]), f"{p['top1_pct']:.1f}",
+             _fmt(100 * p["top1_sd"] if p["top1_sd"] is not None else None, 1),
+             f"[{100 * p['top1_low']:.1f}, {100 * p['top1_high']:.1f}]"] for p in points]
+    return Section("Points over seeds", "Mean top-1 over each point's seeds ± their standard deviation (the "
+                   "spread from training), beside one run's 95 % Wilson interval at that accuracy (the spread from "
+                   "evaluating on a finite set).",
+                   ("sweep", "point", "seeds", "mean top-1 (%)", "s.d. (points)", "one run's 95 % (Wilson)"), rows)
 
 
 def accuracy_section(lines: dict[str, list[dict[str, Any]]], out: Path) -> Section:
-    """Top-1 over flops, params and acts per strategy, with 95 % binomial error bars (grid candidates unjoined)."""
+    """Top-1 over flops, params and acts per strategy, with 95 % Wilson error bars (grid candidates unjoined)."""
     grids = [name for name, points in lines.items() if points[0]["sweep_kind"] == "grid"]
-    image = plot_panels(lines, COSTS, "top1_pct", "top-1 (%)", out / "accuracy.png", yerr="top1_ci_pct",
+    image = plot_panels(lines, COSTS, "top1_pct", "top-1 (%)", out / "accuracy.png", yerr="top1_err_pct",
                         unjoined=grids)
-    return Section("Accuracy over cost", "Each point at its *measured* flops / params / activations; bars: 95 % "
-                   "binomial interval. Two points differ beyond noise only where their intervals do not overlap.",
-                   image=image)
+    return Section("Accuracy over cost", "Each point (seeds averaged) at its *measured* flops / params / "
+                   "activations; bars: one run's 95 % Wilson interval.", image=image)
+
+
+def fit_section(records: list[dict[str, Any]], group: Any, out: Path, replicates: int) -> tuple[Section,
+                                                                                              list[StrategyFit]]:
+    """Per strategy, top-1 error over flops and over epoch time fitted as a power law (``scaling_fit``), every run
+    and seed a bootstrap unit; the plot's bands are 95 %, the next φ's point is marked as extrapolated."""
+    fits: list[StrategyFit] = []
+    for cost in FIT_COSTS:
+        fits += fit_records(records, cost, group=group, eval_images=records[0]["eval_images"],
+                            replicates=replicates)
+    comparisons = [c for i, f in enumerate(fits) for g in fits[i + 1:] if f.cost == g.cost
+                   if (c := compare(f, g)) is not None]
+    if not fits:
+        return Section("Scaling-law fits", "No strategy has runs at two or more compute values: nothing to fit."), []
+    # the next φ is a step in flops; an epoch-time fit's next point is only the same ratio on from its largest time
+    extrapolated = [f"- {f.strategy} over flops: extrapolated to the next φ (C = {f.next_x:.3g}, beyond the largest "
+                    f"measured {f.max_x:.3g}): error {_interval_pct(e.value, e.low, e.high)} % (an extrapolation, not "
+                    "a measurement)" for f in fits if f.cost == "flops" and (e := f.extrapolation) is not None]
+    text = "\n".join(["Top-1 error = a·C^(−b) + c with four or more distinct C, else a·C^(−b) (log-log line); "
+                      f"95 % intervals from {replicates} bootstrap refits over runs and seeds (each accuracy redrawn "
+                      "from its binomial).", *comparison_lines(comparisons), *extrapolated])
+    image = plot_fits(fits, records, out / "fits.png", group=group)
+    return Section("Scaling-law fits", text, FIT_HEADERS, fit_rows(fits), image), fits
 
 
 def runtime_section(records: list[dict[str, Any]], lines: dict[str, list[dict[str, Any]]], out: Path) -> Section:
-    """Epoch time over flops, params and acts, with Pearson r of each (all runs together)."""
-    timed = [r for r in records if r.get("epoch_time_s")]
-    rs = {key: pearson_r([r[key] for r in timed], [r["epoch_time_s"] for r in timed]) for key, _ in COSTS}
+    """Epoch time over flops, params and acts, with Pearson r of log time and log cost and its 95 % interval per
+    group of comparable runs (same sweep kind, dataset, accelerator, world size)."""
+    rows = []
+    for key, label in COSTS:
+        for group, found in runtime_correlations(records, key).items():
+            cells = (["-", "-", str(len([r for r in records if tuple(r.get(k) for k in COMPARABLE_KEYS) == group
+                                         and r.get("epoch_time_s")]))] if found is None else
+                     [_fmt(found.r, 3), f"[{found.low:.3f}, {found.high:.3f}]", str(found.n)])
+            rows.append([label, " / ".join(str(v) for v in group), *cells])
     timed_lines = {k: [r for r in v if r.get("epoch_time_s")] for k, v in lines.items()}
     image = plot_panels(timed_lines, COSTS, "epoch_time_s", "epoch time (s)", out / "runtime.png",
-                        titles=[f"Pearson r = {_fmt(rs[key])}" for key, _ in COSTS],
                         unjoined=[name for name, points in lines.items() if points[0]["sweep_kind"] == "grid"])
-    return Section("Epoch time over cost", f"Pearson r of epoch time with each cost over {len(timed)} runs (Dollár et "
-                   "al.: time follows activations best). Times are wall-clock on the machine that trained each run.",
-                   ("cost", "Pearson r (epoch time)"), [[label, _fmt(rs[key], 3)] for key, label in COSTS], image)
+    return Section("Epoch time over cost", "Pearson r of log epoch time with log cost and its 95 % interval, only "
+                   "within groups of comparable runs (sweep kind / dataset / accelerator / world size; Dollár et al.: "
+                   "time follows activations best); fewer than three timed runs give no r. Times are wall-clock on "
+                   "the machine that trained each run.",
+                   ("cost", "group", "Pearson r", "95 %", "runs"), rows, image)
 
 
-def growth_section(lines: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]]) -> Section:
-    """Fitted exponents k of params ∝ flops^k and acts ∝ flops^k per strategy (with the base net) vs theory."""
-    bases = [r for r in records if r["d"] == 1 and r["w"] == 1 and r["r"] == 1]
+def growth_section(lines: dict[str, list[dict[str, Any]]], points: list[dict[str, Any]]) -> Section:
+    """Fitted exponents k ± their standard error of params ∝ flops^k and acts ∝ flops^k per strategy (``lines`` and
+    ``points`` one record per point, ``point_records``; the base net of the sweep added) vs theory."""
+    bases = [r for r in points if r["d"] == 1 and r["w"] == 1 and r["r"] == 1]
     rows = []
     for name, points in lines.items():
-        same_sweep = [b for b in bases if b["sweep"] == points[0]["sweep"] and b not in points]
+        same_sweep = [b for b in bases if b["sweep"] == points[0]["sweep"] and b["run_name"] not in
+                      {p["run_name"] for p in points}]
         fit = points + same_sweep[:1]
         expected = theory(points[0])
-        measured = [growth_exponent([r["flops"] for r in fit], [r[key] for r in fit]) for key in ("params", "acts")]
-        rows.append([name, str(len(fit)), _fmt(measured[0]), _fmt(expected[0] if expected else None),
-                     _fmt(measured[1]), _fmt(expected[1] if expected else None)])
+        cells = []
+        for i, key in enumerate(("params", "acts")):
+            found = growth_fit([r["flops"] for r in fit], [r[key] for r in fit])
+            cells += ["-" if found is None else f"{found.k:.2f}" + ("" if found.se is None else f" ± {found.se:.2f}"),
+                      _fmt(expected[i] if expected else None)]
+        rows.append([name, str(len(fit)), *cells])
     return Section("Growth of params and activations with flops",
-                   "Least-squares slope of log params and log acts over log flops per strategy (its runs plus the "
-                   "base net of its sweep); theory from the scaling exponents (Dollár et al. Table 1: w 1, ½; d 1, 1; "
-                   "r 0, 1; dwr ⅔, ⅚; dWr(0.8) 0.9, 0.6; compound from log α, β, γ). Rounding of channels, repeats "
-                   "and small resolutions moves the measured values.",
-                   ("strategy", "runs", "params k", "theory", "acts k", "theory"), rows)
+                   "Least-squares slope of log params and log acts over log flops per strategy (one run per point plus "
+                   "the base net of its sweep) ± its standard error (scipy's linregress; none with two points); theory "
+                   "from the scaling exponents (Dollár et al. Table 1: w 1, ½; d 1, 1; r 0, 1; dwr ⅔, ⅚; dWr(0.8) 0.9, "
+                   "0.6; compound from log α, β, γ). Rounding of channels, repeats and small resolutions moves the "
+                   "measured values.",
+                   ("strategy", "points", "params k ± se", "theory", "acts k ± se", "theory"), rows)
 
 
 def transfer_lines(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -145,20 +260,30 @@ def transfer_lines(records: list[dict[str, Any]]) -> dict[str, list[dict[str, An
 
 
 def transfer_section(records: list[dict[str, Any]], out: Path) -> Section:
-    """Transfer top-1 over flops per dataset, beside the source runs' top-1."""
+    """Transfer top-1 (95 % Wilson interval) over flops per dataset, beside the source runs' top-1."""
     lines = transfer_lines(records)
     sources = [{**r, "top1_pct": 100 * r["source_top1"]} for r in records if r.get("source_top1") is not None]
-    image = plot_panels(lines, COSTS[:1], "top1_pct", "top-1 (%)", out / "transfer.png", yerr="top1_ci_pct",
+    image = plot_panels(lines, COSTS[:1], "top1_pct", "top-1 (%)", out / "transfer.png", yerr="top1_err_pct",
                         reference={"source": sources} if sources else None)
     rows = [[r["dataset"], r["source_run"] or "-", f"{r['flops'] / 1e6:.1f}",
-             f"{r['top1_pct']:.1f} ± {r['top1_ci_pct']:.1f}",
+             _interval_pct(r["top1"], r["top1_low"], r["top1_high"]),
              _fmt(100 * r["source_top1"] if r.get("source_top1") is not None else None, 1)] for r in records]
-    return Section("Transfer", "Fine-tuned top-1 per source run (dashed: the source's own top-1).",
-                   ("dataset", "source run", "flops (M)", "transfer top-1 (%)", "source top-1 (%)"), rows, image)
+    return Section("Transfer", "Fine-tuned top-1 [95 % Wilson interval] per source run (dashed: the source's own "
+                   "top-1).", ("dataset", "source run", "flops (M)", "transfer top-1 (%) [95 %]", "source top-1 (%)"),
+                   rows, image)
 
 
-def build_sections(directories: list[Path], out: Path) -> tuple[list[Section], dict[str, list[dict[str, Any]]]]:
-    """Every section of the report, and each sweep's records (for W&B)."""
+@dataclass
+class Report:
+    """The report's sections, each sweep's records and the scaling-law fits (the last two for W&B)."""
+
+    sections: list[Section]
+    per_sweep: dict[str, list[dict[str, Any]]]
+    fits: list[StrategyFit]
+
+
+def build_sections(directories: list[Path], out: Path, replicates: int = REPLICATES) -> Report:
+    """Every section of the report (``replicates`` bootstrap refits per scaling-law fit)."""
     per_sweep: dict[str, list[dict[str, Any]]] = {}
     plans = []
     for directory in directories:
@@ -169,27 +294,43 @@ def build_sections(directories: list[Path], out: Path) -> tuple[list[Section], d
     if not records:
         raise PipelineError(f"no finished run (result.json) in {', '.join(map(str, directories))}: nothing to report")
     several = len(per_sweep) > 1
+
+    def group(record: dict[str, Any]) -> str:
+        return group_key(record, several)
+
     scaling = [r for r in records if r["sweep_kind"] != "transfer"]
+    points = point_records(records)
     lines: dict[str, list[dict[str, Any]]] = {}
-    for r in scaling:
-        lines.setdefault(group_key(r, several), []).append(r)
+    for p in points:
+        if p["sweep_kind"] != "transfer":
+            lines.setdefault(group(p), []).append(p)
     sections = [runs_section(records)]
+    sections += [points_section(points)] if any(p["seeds"] > 1 for p in points) else []
+    fits: list[StrategyFit] = []
     if scaling:
-        # a grid's candidates all sit at φ = 1 with different α, β, γ: no growth line to fit through them
+        # a grid's candidates all sit at φ = 1 with different α, β, γ: no growth line or law to fit through them
         families = {k: v for k, v in lines.items() if v[0]["sweep_kind"] != "grid"}
         sections.append(accuracy_section(lines, out))
-        sections += [growth_section(families, scaling)] if families else []
+        family_runs = [r for r in scaling if r["sweep_kind"] != "grid"]
+        if family_runs:
+            fitted, fits = fit_section(family_runs, group, out, replicates)
+            sections.append(fitted)
+        sections += [growth_section(families, [p for v in lines.values() for p in v])] if families else []
     transfer = [r for r in records if r["sweep_kind"] == "transfer"]
-    sections.append(runtime_section(records, {**lines, **transfer_lines(transfer)}, out))
+    timed_lines: dict[str, list[dict[str, Any]]] = {}
+    for r in scaling:
+        timed_lines.setdefault(group(r), []).append(r)
+    sections.append(runtime_section(records, {**timed_lines, **transfer_lines(transfer)}, out))
     for plan in plans:
         if plan["kind"] == "grid":
             ranking = grid.rank(per_sweep[plan["name"]], plan["val_images"])
             sections.append(Section(f"Grid ranking ({plan['name']})", f"chosen: α = {ranking[0]['alpha']:g}, "
-                                    f"β = {ranking[0]['beta']:g}, γ = {ranking[0]['gamma']:g} (φ = 1, by top-1; ties → "
-                                    "lower flops)", grid.RANKING_HEADERS, grid.ranking_rows(ranking, "top1")))
+                                    f"β = {ranking[0]['beta']:g}, γ = {ranking[0]['gamma']:g} (φ = 1, by top-1 on the "
+                                    "selection split, seeds averaged; ties within noise → lower flops)",
+                                    grid.RANKING_HEADERS, grid.ranking_rows(ranking, "top1")))
     if transfer:
         sections.append(transfer_section(transfer, out))
-    return sections, per_sweep
+    return Report(sections, per_sweep, fits)
 
 
 def render_markdown(title: str, sections: list[Section]) -> str:
@@ -210,7 +351,7 @@ def render_html(title: str, sections: list[Section]) -> str:
     body = [f"<h1>{escape(title)}</h1>"]
     for s in sections:
         body.append(f"<h2>{escape(s.title)}</h2>")
-        body += [f"<p>{escape(s.text)}</p>"] if s.text else []
+        body += ["<p>" + escape(s.text).replace("\n", "<br>") + "</p>"] if s.text else []  # the text's lines
         body += [html_table(s.headers, s.rows)] if s.rows else []
         if s.image:
             data = base64.b64encode(s.image.read_bytes()).decode()
@@ -222,26 +363,50 @@ def render_html(title: str, sections: list[Section]) -> str:
 
 
 WANDB_COLUMNS = ("run_name", "strategy", "phi", "s", "d", "w", "r", "resolution", "params", "flops", "acts",
-                 "top1", "top1_ema", "top5", "epoch_time_s", "images_per_s", "fit_time_s", "dataset", "source_run")
+                 "top1", "top1_low", "top1_high", "top1_ema", "top5", "val_top1", "epoch_time_s", "images_per_s",
+                 "fit_time_s", "dataset", "source_run")
+FIT_COLUMNS = ("strategy", "cost", "form", "a", "b", "b_low", "b_high", "c", "c_low", "c_high", "runs", "points",
+               "replicates", "next_x", "next_error", "next_error_low", "next_error_high")
 
 
-def log_to_wandb(per_sweep: dict[str, list[dict[str, Any]]], images: list[Path], out: Path, project: str) -> list[Path]:
+def fit_parameters(fit: StrategyFit) -> dict[str, Any]:
+    """A fit's parameters and intervals as one flat dict under FIT_COLUMNS (the extrapolation's None without one)."""
+    e = fit.extrapolation
+    return {"strategy": fit.strategy, "cost": fit.cost, "form": fit.law.form, "a": fit.law.a, "b": fit.b.value,
+            "b_low": fit.b.low, "b_high": fit.b.high, "c": fit.c.value, "c_low": fit.c.low, "c_high": fit.c.high,
+            "runs": fit.runs, "points": fit.points, "replicates": fit.replicates, "next_x": fit.next_x,
+            "next_error": e.value if e else None, "next_error_low": e.low if e else None,
+            "next_error_high": e.high if e else None}
+
+
+def log_to_wandb(report: Report, out: Path, project: str) -> list[Path]:
     """One report run per sweep (W&B group = the sweep, job_type report, offline unless $WANDB_MODE): a
-    ``wandb.Table`` with a row per run and the report's plots as images. Re-running resumes the same run."""
+    ``wandb.Table`` with a row per run, one with the fitted laws (``fit_parameters``; the laws also in the run's
+    summary as ``fit/<strategy>/<cost>/<parameter>``) and the report's plots as images. Re-running resumes the
+    same run."""
     import wandb
 
     from pipeline.training.loggers import wandb_mode
     from pipeline.training.rundir import wandb_run_id
 
+    images = [s.image for s in report.sections if s.image]
+    fits = [fit_parameters(f) for f in report.fits]
     files = []
-    for sweep, records in per_sweep.items():
+    for sweep, records in report.per_sweep.items():
         directory = out / "wandb-runs" / sweep
         directory.mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=project, group=sweep, job_type="report", name=f"{sweep}-report", dir=directory,
                          id=wandb_run_id(directory, create=True), resume="allow", mode=wandb_mode(),
                          tags=[f"sweep={sweep}", "report"])
         table = wandb.Table(columns=list(WANDB_COLUMNS), data=[[r.get(c) for c in WANDB_COLUMNS] for r in records])
-        run.log({"sweep/runs": table, **{f"report/{p.stem}": wandb.Image(str(p)) for p in images}})
+        logged: dict[str, Any] = {"sweep/runs": table, **{f"report/{p.stem}": wandb.Image(str(p)) for p in images}}
+        if fits:
+            logged["sweep/fits"] = wandb.Table(columns=list(FIT_COLUMNS), data=[[f[c] for c in FIT_COLUMNS]
+                                                                                for f in fits])
+        run.log(logged)
+        for f in fits:
+            run.summary.update({f"fit/{f['strategy']}/{f['cost']}/{k}": f[k] for k in FIT_COLUMNS[3:]
+                                if f[k] is not None})
         run.finish()
         files += sorted(directory.glob("wandb/*run-*/run-*.wandb"))
     return files

@@ -236,17 +236,22 @@ def _pct(interval: Interval) -> str:
     return f"{100 * interval.value:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
 
 
-def fit_lines(fits: Sequence[StrategyFit], comparisons: Sequence[Comparison]) -> list[str]:
-    """The fits and comparisons as markdown lines: a parameter table (error in %), then one line per comparison
-    saying where the curves cross and over which compute the data separate the strategies."""
-    if not fits:
-        return ["No strategy has runs at two or more compute values: nothing to fit."]
-    rows = [[f.strategy, COST_LABELS.get(f.cost, f.cost), "a·C^(−b) + c" if f.law.form == "power" else "a·C^(−b)",
+FIT_HEADERS = ("strategy", "cost C", "error", "runs (points)", "a", "b [95 %]", "c (%) [95 %]", "bootstrap fits",
+               "next point: error (%) [95 %]")
+
+
+def fit_rows(fits: Sequence[StrategyFit]) -> list[list[str]]:
+    """The fits' parameter table cells (error in %; the next point marked as extrapolated), under FIT_HEADERS."""
+    return [[f.strategy, COST_LABELS.get(f.cost, f.cost), "a·C^(−b) + c" if f.law.form == "power" else "a·C^(−b)",
              f"{f.runs} ({f.points})", f"{f.law.a:.3g}", f"{f.b.value:.3f} [{f.b.low:.3f}, {f.b.high:.3f}]",
              _pct(f.c) if f.law.form == "power" else "0 (not fitted)", str(f.replicates),
              f"{f.next_x:.3g}: {_pct(f.extrapolation)} (extrapolated)" if f.extrapolation else "-"] for f in fits]
-    lines = markdown_table(("strategy", "cost C", "error", "runs (points)", "a", "b [95 %]", "c (%) [95 %]",
-                            "bootstrap fits", "next point: error (%) [95 %]"), rows).splitlines()
+
+
+def comparison_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """One markdown line per comparison: where the fitted curves cross and over which compute the bootstrap
+    interval of the difference separates the strategies."""
+    lines = []
     for c in comparisons:
         crossing = (f"the fitted curves cross at {', '.join(f'{x:.3g}' for x in c.crossings)}" if c.crossings
                     else "the fitted curves do not cross")
@@ -254,6 +259,14 @@ def fit_lines(fits: Sequence[StrategyFit], comparisons: Sequence[Comparison]) ->
         lines.append(f"- {c.first} vs {c.second} over {COST_LABELS.get(c.cost, c.cost)}: {crossing} between "
                      f"{c.grid[0]:.3g} and {c.grid[-1]:.3g}; 95 % bootstrap interval of the difference: {ranges}.")
     return lines
+
+
+def fit_lines(fits: Sequence[StrategyFit], comparisons: Sequence[Comparison]) -> list[str]:
+    """The fits and comparisons as markdown lines: the parameter table (:func:`fit_rows`), then
+    :func:`comparison_lines`."""
+    if not fits:
+        return ["No strategy has runs at two or more compute values: nothing to fit."]
+    return [*markdown_table(FIT_HEADERS, fit_rows(fits)).splitlines(), *comparison_lines(comparisons)]
 
 
 def plot_fits(fits: Sequence[StrategyFit], records: Sequence[dict[str, Any]], path: str | Path,

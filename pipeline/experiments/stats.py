@@ -26,8 +26,9 @@ COMPARABLE_KEYS = ("sweep_kind", "dataset", "accelerator", "world_size")
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 
-def binomial_se(p: float, n: int) -> float:
-    """Standard error of an accuracy ``p`` measured on ``n`` images: √(p(1−p)/n)."""
+def _binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` images, √(p(1−p)/n): the evaluation's share of a
+    point's standard error (intervals of one accuracy are :func:`accuracy_interval`'s)."""
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else math.nan
 
 
@@ -72,7 +73,7 @@ def point_summary(point: str, accuracies: Sequence[float], n: int) -> PointSumma
     m = len(accuracies)
     mean = float(np.mean(accuracies))
     sd = float(np.std(accuracies, ddof=1)) if m > 1 else None
-    se = math.sqrt(binomial_se(mean, n) ** 2 + (sd**2 / m if sd is not None else 0.0))
+    se = math.sqrt(_binomial_se(mean, n) ** 2 + (sd**2 / m if sd is not None else 0.0))
     return PointSummary(point, m, mean, sd, se)
 
 
@@ -109,12 +110,6 @@ def correlation(xs: Sequence[float], ys: Sequence[float]) -> Correlation | None:
     result = stats.pearsonr(np.asarray(xs, float), np.asarray(ys, float))
     ci = result.confidence_interval(confidence_level=CONFIDENCE)
     return Correlation(float(result.statistic), float(ci.low), float(ci.high), len(xs))
-
-
-def pearson_r(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Pearson's correlation coefficient of ``xs`` and ``ys``; None with fewer than three points or no spread."""
-    found = correlation(xs, ys)
-    return found.r if found is not None else None
 
 
 def comparable_groups(records: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
@@ -158,12 +153,6 @@ def growth_fit(xs: Sequence[float], ys: Sequence[float]) -> Exponent | None:
         return Exponent(float(fit.slope), None, None, None, n)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 2)) * float(fit.stderr)
     return Exponent(float(fit.slope), float(fit.stderr), float(fit.slope) - half, float(fit.slope) + half, n)
-
-
-def growth_exponent(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """The least-squares slope of log y over log x (y ∝ x^k); None with fewer than two distinct x."""
-    fit = growth_fit(xs, ys)
-    return fit.k if fit is not None else None
 
 
 def theory_exponents(e_d: float, e_w: float, e_r: float) -> tuple[float, float]:

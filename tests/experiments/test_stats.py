@@ -14,7 +14,6 @@ from pipeline.experiments.stats import (
     comparable_groups,
     correlation,
     growth_fit,
-    pearson_r,
     point_name,
     point_summary,
     runtime_correlations,
@@ -76,7 +75,8 @@ def test_within_noise_uses_the_binomial_error_and_the_seed_spread() -> None:
 
 
 def test_pearson_r_and_its_interval() -> None:
-    assert pearson_r([1, 2, 3], [2, 4, 6.5]) == pytest.approx(4.5 / math.sqrt(2 * 61 / 6))
+    three = correlation([1, 2, 3], [2, 4, 6.5])
+    assert three is not None and three.r == pytest.approx(4.5 / math.sqrt(2 * 61 / 6))
     assert correlation([1, 2], [1, 2]) is None and correlation([1, 1, 1], [1, 2, 3]) is None
     found = correlation([0, 1, 2, 3, 4], [0, 1, 3, 2, 5])
     # Σdxdy = 11, Σdx² = 10, Σdy² = 14.8; Fisher's z ± 1.96 / √(n − 3)
@@ -104,8 +104,9 @@ def test_runtime_r_is_per_group_of_comparable_runs_on_logs() -> None:
     assert cuda is not None and cuda.r == pytest.approx(1.0) and cuda.n == 4
     assert grid is None
     # pooled, the cuda machine's shorter times hide both groups' near-perfect correlation
-    pooled = pearson_r([math.log(r["acts"]) for r in records[:7]], [math.log(r["epoch_time_s"]) for r in records[:7]])
-    assert pooled is not None and abs(pooled) < 0.1
+    pooled = correlation([math.log(r["acts"]) for r in records[:7]],
+                         [math.log(r["epoch_time_s"]) for r in records[:7]])
+    assert pooled is not None and abs(pooled.r) < 0.1
     assert [len(g) for g in comparable_groups(records).values()] == [4, 4, 1]
 
 

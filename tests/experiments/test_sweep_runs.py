@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from scipy import stats
 
 from tests.training.test_demo_wandb import read_wandb_run
 from tests.training.test_finetune import ONE_PROCESS, TINY_SCHEDULE
@@ -99,9 +101,10 @@ def test_killed_sweep_reruns_only_the_missing_runs_then_reports(rerun: tuple[Pat
     out = root / "k" / "report"
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     for r in records:
-        half = 100 * 1.959964 * (r["top1"] * (1 - r["top1"]) / 180) ** 0.5
-        assert f"| {100 * r['top1']:.1f} ± {half:.1f} |" in md and f"{100 * r['top1']:.1f} ± {half:.1f}" in html
-    assert md.count("![") == 2 and html.count("data:image/png;base64,") == 2
+        ci = stats.binomtest(round(180 * r["top1"]), 180).proportion_ci(method="wilson")  # 95 % Wilson
+        cell = f"{100 * r['top1']:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+        assert f"| {cell} |" in md and cell in html
+    assert md.count("![") == 3 and html.count("data:image/png;base64,") == 3  # accuracy, fits, runtime
     assert "| compound | 3 |" in md  # the growth exponents fitted over the 3 runs
     # the report's W&B run in the sweep's group: a table with a row per run and the plots as images
     (report_file,) = out.glob("wandb-runs/k/wandb/offline-run-*/run-*.wandb")
@@ -110,7 +113,9 @@ def test_killed_sweep_reruns_only_the_missing_runs_then_reports(rerun: tuple[Pat
     assert header["run_group"] == "k" and header["job_type"] == "report"
     logged = {k: v for e in events if e["type"] == "history" for k, v in e["history"]["item"].items()}
     assert logged["sweep/runs._type"] == "table-file" and logged["sweep/runs.nrows"] == 3
-    assert {k for k, v in logged.items() if v == "image-file"} == {"report/accuracy._type", "report/runtime._type"}
+    assert {k for k, v in logged.items() if v == "image-file"} == {"report/accuracy._type", "report/runtime._type",
+                                                                     "report/fits._type"}
+    assert logged["sweep/fits._type"] == "table-file" and logged["sweep/fits.nrows"] == 2  # over flops, epoch time
     (table_file,) = report_file.parent.glob("files/media/table/sweep/runs_*.table.json")
     table = json.loads(table_file.read_text())
     column = table["columns"].index("top1")
@@ -163,9 +168,9 @@ def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[P
     transfer = md[md.index("## Transfer"):]
     rows = [line for line in transfer.splitlines() if line.startswith("| cifar100 |")]
     for row, r, s in zip(rows, records, sources, strict=True):
-        half = 100 * 1.959964 * (r["top1"] * (1 - r["top1"]) / 360) ** 0.5
-        assert row == (f"| cifar100 | {s['run_name']} | {r['flops'] / 1e6:.1f} | {100 * r['top1']:.1f} ± {half:.1f} "
-                       f"| {100 * s['top1']:.1f} |")
+        ci = stats.binomtest(round(360 * r["top1"]), 360).proportion_ci(method="wilson")
+        assert row == (f"| cifar100 | {s['run_name']} | {r['flops'] / 1e6:.1f} | {100 * r['top1']:.1f} "
+                       f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}] | {100 * s['top1']:.1f} |")
     assert (sweep_dir / "report" / "transfer.png").is_file() and "transfer.png" in transfer
     print(f"\n{transfer}")
 
@@ -197,3 +202,29 @@ def test_grid_sweep_trains_each_network_once_and_ranks_by_measured_flops(digits:
     assert (f"| {first['phi']:.4g} | 32 | {first['flops'] / 1e6:.2f} |" in table
             and "grid-a1.4-b1.2-g1, grid-a1.1-b1.2-g1.1, grid-a1.2-b1.2-g1.1 |" in table)
     print(f"\n{table}")
+
+
+@pytest.mark.slow
+def test_more_seeds_train_only_the_missing_seed_and_the_report_shows_mean_and_sd(rerun: tuple[Path, bytes, str],
+                                                                                digits: Path) -> None:
+    """``--seeds 2`` on the finished one-seed sweep: its plain compound-phi0 counts as seed 0, so only
+    compound-phi0-seed1 trains (seed_everything and data.seed 1); the report shows the point's mean ± s.d."""
+    root = rerun[0]
+    command = [sys.executable, "-m", "pipeline.cli", "sweep", "scale", "--config", CONFIG, "--name", "k", "--phi", "0",
+               "--seeds", "2", "--", "--data.root", str(digits), "--run.root", str(root), *TINY]
+    done = subprocess.run(command, cwd=root.parent, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trained = [line.split()[1] for line in done.stdout.splitlines() if ": training" in line]
+    assert trained == ["compound-phi0-seed1:"] and "[1/4] compound-phi0: already done" in done.stdout
+    config = yaml.safe_load((root / "k" / "compound-phi0-seed1" / "config.yaml").read_text())
+    assert (config["seed_everything"], config["data"]["seed"]) == (1, 1)
+    runs = [json.loads((root / "k" / name / "result.json").read_text()) for name in ("compound-phi0",
+                                                                                    "compound-phi0-seed1")]
+    report = subprocess.run([sys.executable, "-m", "pipeline.cli", "report", str(root / "k"), "--no-wandb", "--out",
+                             str(root / "seeds-report")], cwd=root.parent, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    md = (root / "seeds-report" / "report.md").read_text()
+    top1 = [r["top1"] for r in runs]
+    mean, sd = 100 * sum(top1) / 2, 100 * abs(top1[0] - top1[1]) / 2**0.5
+    assert f"| k | compound-phi0 | 2 | {mean:.1f} | {sd:.1f} |" in md
