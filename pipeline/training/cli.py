@@ -23,7 +23,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.trainer.states import TrainerStatus
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from pipeline.atomic import atomic_write_text
 from pipeline.data.datamodule import ShardDataModule
@@ -48,7 +48,7 @@ from pipeline.training.module import ScaledClassifier
 from pipeline.training.precise_bn import PreciseBN
 from pipeline.training.recipe import Recipe
 from pipeline.training.requeue import RequeueOnSignal
-from pipeline.training.result import git_commit, write_result
+from pipeline.training.result import git_commit, reported, write_result
 from pipeline.training.rundir import (
     BEST,
     CHECKPOINT_DIR,
@@ -216,11 +216,17 @@ class PipelineCLI(LightningCLI):
         return trainer
 
     def after_fit(self) -> None:
-        """On rank 0 of a completed fit: W&B summary, finish the W&B run, then write result.json (last)."""
+        """After a completed fit: every rank evaluates the selected checkpoint on the reported split; then rank 0
+        writes the W&B summary, finishes the W&B run and writes result.json (last)."""
         trainer = self.trainer
-        if not trainer.is_global_zero or not training_complete(trainer):
+        if not training_complete(trainer):
             return
-        summary = self.summary.summary(trainer, self.model)
+        # before the test: loading best.ckpt sets the module's counters (skipped samples) back to that epoch's
+        summary = self.summary.summary(trainer, self.model) if trainer.is_global_zero else {}
+        report = self.report_selected()
+        if not trainer.is_global_zero:
+            return
+        summary.update(report)
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         run_id = None
         if wandb is not None:
@@ -239,6 +245,22 @@ class PipelineCLI(LightningCLI):
             "precise_bn_samples": self.precise_bn.last_samples,  # images used (all ranks); 0 = off
         }
         write_result(self.directory, record)
+
+    def report_selected(self) -> dict[str, Any]:
+        """Evaluate best.ckpt (selected by ``run.monitor`` on ``data.val_split``) once on ``data.test_split``, raw
+        and EMA weights, on every rank (``trainer.test``: exact over ranks, precise BN as a separate ``pipeline
+        test`` of that checkpoint); the record's reported accuracies, split names, image counts and checkpoint."""
+        datamodule = self.datamodule
+        selected_on, reported_on = datamodule.splits["val"], datamodule.splits["test"]
+        if selected_on == reported_on:
+            rank_zero_warn(f"data.val_split and data.test_split are both {reported_on!r}: the reported accuracy is "
+                           "that of the checkpoint selected on it (optimistic); hold out a split to select on "
+                           "(pipeline shards … --holdout N)")
+        best = self.directory / CHECKPOINT_DIR / f"{BEST}.ckpt"
+        metrics = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=str(best), verbose=False)[0]
+        return {**reported(metrics), "selected_on": selected_on, "reported_on": reported_on,
+                "val_images": datamodule.manifest.split(selected_on).count,
+                "test_images": datamodule.manifest.split(reported_on).count, "reported_checkpoint": str(best)}
 
 
 def run_cli(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:
