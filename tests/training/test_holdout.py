@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
+from pipeline.commands import results
 from pipeline.data.holdout import Holdout
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
@@ -46,7 +47,7 @@ def test_selecting_on_a_split_the_shards_lack_says_how_to_make_it(
 
 @pytest.mark.slow
 def test_record_top1_is_a_separate_test_of_the_selected_checkpoint_on_the_reported_split(
-    held: Path, tmp_path: Path
+    held: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Must show (issue 17): result.json's top1 / top1_ema equal ``pipeline test --ckpt_path best.ckpt`` exactly."""
     fit = run_pipeline("fit", "--config", str(DEMO_CONFIG), "--data.root", str(held), "--run.root", str(tmp_path),
@@ -72,3 +73,10 @@ def test_record_top1_is_a_separate_test_of_the_selected_checkpoint_on_the_report
     with (run / "metrics.csv").open() as f:
         tested = [r for r in csv.DictReader(f) if r.get("test/top1")]
     assert [float(r["test/top1"]) for r in tested] == [record["top1"]]
+
+    capsys.readouterr()
+    assert results.main(["results", str(tmp_path / "demo" / "run")]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()
+    columns = dict(zip(header.split(), row.split(), strict=True))
+    assert (columns["selected_on"], columns["reported_on"]) == ("minival", "test")
+    assert columns["top1"] == f"{100 * record['top1']:.1f}%" and columns["val_top1"] == f"{100 * record['val_top1']:.1f}%"
