@@ -48,15 +48,19 @@ def parse_holdout(text: str) -> int | float:
     try:
         value: int | float = int(text)
     except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            raise PipelineError(f"--holdout must be a sample count or a fraction in (0, 1), not {text!r}") from None
-        if not 0 < value < 1:
-            raise PipelineError(f"--holdout {text}: a fraction must lie in (0, 1); give a whole number for a count")
-        return value
+        value = _fraction(text)
     if value <= 0:
         raise PipelineError(f"--holdout must be a positive sample count or a fraction in (0, 1), not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise PipelineError(f"--holdout must be a sample count or a fraction in (0, 1), not {text!r}") from None
+    if not 0 < value < 1:
+        raise PipelineError(f"--holdout {text}: a fraction must lie in (0, 1); give a whole number for a count")
     return value
 
 

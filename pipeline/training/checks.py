@@ -116,7 +116,8 @@ def check_batches(datamodule: Any, world_size: int, subcommand: str) -> None:
     if subcommand == "fit" and datamodule.splits["test"] is None:
         raise PipelineError("a fit reports its selected checkpoint on data.test_split: set it (to data.val_split "
                             "where the data has no other held-out split)")
-    roles = {"fit": ("train", "val", "test"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(subcommand, ())
+    roles = {"fit": ("train", "val", "test"), "validate": ("val",), "test": ("test",),
+             "predict": ("test",)}.get(subcommand, ())
     for role in roles:
         if datamodule.splits[role] is None:
             continue

@@ -79,4 +79,5 @@ def test_record_top1_is_a_separate_test_of_the_selected_checkpoint_on_the_report
     header, _, row = capsys.readouterr().out.splitlines()
     columns = dict(zip(header.split(), row.split(), strict=True))
     assert (columns["selected_on"], columns["reported_on"]) == ("minival", "test")
-    assert columns["top1"] == f"{100 * record['top1']:.1f}%" and columns["val_top1"] == f"{100 * record['val_top1']:.1f}%"
+    assert columns["top1"] == f"{100 * record['top1']:.1f}%"
+    assert columns["val_top1"] == f"{100 * record['val_top1']:.1f}%"
