@@ -7,6 +7,7 @@ gives every run its loggers (W&B offline + CSV), atomic checkpoints (last + best
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -23,7 +24,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.trainer.states import TrainerStatus
-from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.atomic import atomic_write_text
 from pipeline.data.datamodule import ShardDataModule
@@ -61,6 +62,8 @@ from pipeline.training.rundir import (
     wandb_run_id,
 )
 from pipeline.training.syncbn import check_sync_batchnorm, layer_sync_plugins
+
+log = logging.getLogger(__name__)
 
 
 def spec_resolution(*values: Any) -> int:
@@ -252,10 +255,10 @@ class PipelineCLI(LightningCLI):
         test`` of that checkpoint); the record's reported accuracies, split names, image counts and checkpoint."""
         datamodule = self.datamodule
         selected_on, reported_on = datamodule.splits["val"], datamodule.splits["test"]
-        if selected_on == reported_on:
-            rank_zero_warn(f"data.val_split and data.test_split are both {reported_on!r}: the reported accuracy is "
-                           "that of the checkpoint selected on it (optimistic); hold out a split to select on "
-                           "(pipeline shards … --holdout N)")
+        if selected_on == reported_on and self.trainer.is_global_zero:
+            log.warning("data.val_split and data.test_split are both %r: the reported accuracy is that of the "
+                        "checkpoint selected on it (optimistic); hold out a split to select on (pipeline shards … "
+                        "--holdout N)", reported_on)
         best = self.directory / CHECKPOINT_DIR / f"{BEST}.ckpt"
         metrics = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=str(best), verbose=False)[0]
         return {**reported(metrics), "selected_on": selected_on, "reported_on": reported_on,

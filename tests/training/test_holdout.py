@@ -16,6 +16,7 @@ from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
 from pipeline.training.result import RESULT_KEYS
 from tests.training.conftest import DEMO_CONFIG, run_pipeline
+from tests.training.test_demo_wandb import read_wandb_run
 
 # 2 DDP ranks on CPU (the demo's), precise BN on: the statistics a separate test recomputes must be the same
 SMALL = ("--model.phi", "null", "--model.strategy", "w", "--model.scale", "0.25", "--trainer.max_epochs", "2",
@@ -69,6 +70,10 @@ def test_record_top1_is_a_separate_test_of_the_selected_checkpoint_on_the_report
     for key in ("top1", "top5", "top1_ema", "top5_ema"):
         assert record[key] == float(row[f"test/{key}"]), key  # the same fraction, not merely close
         assert f"test/{key}" in test.stdout
+    (wandb_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    summary = read_wandb_run(wandb_file)["summary"]
+    assert summary["test/top1"] == pytest.approx(record["top1"]) and summary["top1"] == pytest.approx(record["top1"])
+    assert summary["val_top1"] == pytest.approx(record["val_top1"]) and summary["reported_on"] == "test"
     # the fit's own test logged the same numbers beside its epochs
     with (run / "metrics.csv").open() as f:
         tested = [r for r in csv.DictReader(f) if r.get("test/top1")]
@@ -81,3 +86,14 @@ def test_record_top1_is_a_separate_test_of_the_selected_checkpoint_on_the_report
     assert (columns["selected_on"], columns["reported_on"]) == ("minival", "test")
     assert columns["top1"] == f"{100 * record['top1']:.1f}%"
     assert columns["val_top1"] == f"{100 * record['val_top1']:.1f}%"
+
+
+@pytest.mark.slow
+def test_selecting_on_the_reported_split_still_runs_and_says_so(digits: Path, tmp_path: Path) -> None:
+    fit = run_pipeline("fit", "--config", str(DEMO_CONFIG), "--data.root", str(digits), "--run.root", str(tmp_path),
+                       "--run.name", "run", "--data.val_split", "test", "--trainer.devices", "1",
+                       "--trainer.strategy", "auto", *SMALL, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "data.val_split and data.test_split are both 'test'" in fit.stderr
+    record = json.loads((tmp_path / "demo" / "run" / "result.json").read_text())
+    assert record["selected_on"] == record["reported_on"] == "test" and record["val_images"] == 180
