@@ -28,10 +28,10 @@ RESULT_KEYS = (
 ACCURACIES = ("top1", "top5", "top1_ema", "top5_ema")
 
 
-def reported(metrics: dict[str, float], stage: str = "test") -> dict[str, float | None]:
-    """The record's reported accuracies (``top1`` …) from an evaluation's ``<stage>/top1`` … metrics
-    (None for an accuracy the run does not log, e.g. the EMA's without one)."""
-    return {key: (float(metrics[f"{stage}/{key}"]) if f"{stage}/{key}" in metrics else None) for key in ACCURACIES}
+def reported(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The record's reported accuracies (``top1`` …) from a test's ``test/top1`` … metrics (None for an accuracy
+    the run does not log: the EMA's without an EMA)."""
+    return {key: (float(metrics[f"test/{key}"]) if f"test/{key}" in metrics else None) for key in ACCURACIES}
 
 
 def git_commit(path: str | Path = ".") -> str | None:
