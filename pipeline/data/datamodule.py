@@ -131,6 +131,7 @@ class ShardDataModule(pl.LightningDataModule):
                                    "interpolation": interpolation})
         self.manifest: Manifest = load_manifest(self.root)
         self.check()
+        self.check_holdout()
 
     @property
     def num_classes(self) -> int:
@@ -154,6 +155,20 @@ class ShardDataModule(pl.LightningDataModule):
                     f"{len(missing)} {role} shard(s) of {self.root} are missing, e.g. {missing[0]}; "
                     "re-run `pipeline shards` with the same arguments to complete them"
                 )
+
+    def check_holdout(self) -> None:
+        """PipelineError when an evaluated split is the held-out one but the train split is not the split it was
+        carved from (e.g. flowers102's ``minival`` held out of ``trainval`` while training on ``train``, which
+        still holds those samples)."""
+        held = self.manifest.holdout
+        train = self.splits["train"]
+        if held is None or train is None or train == held["from"]:
+            return
+        for role in ("val", "test"):
+            if self.splits[role] == held["split"]:
+                raise PipelineError(
+                    f"data.{role}_split {held['split']!r} of {self.root} was held out of {held['from']!r}, but "
+                    f"data.train_split {train!r} may hold its samples; train on {held['from']!r}")
 
     def world(self) -> tuple[int, int]:
         """``(rank, world_size)``: from the attached trainer, else torch.distributed, else ``(0, 1)``."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from webdataset.gopen import gopen
 
+from pipeline.data.holdout import HOLDOUT_SPLIT
 from pipeline.errors import PipelineError
 
 MANIFEST = "manifest.json"
@@ -66,6 +67,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     writer: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    holdout: dict[str, Any] | None = None  # the held-out split written by --holdout: split, from, count, seed
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +82,10 @@ class Manifest:
     def split(self, name: str) -> Split:
         """The split called ``name``; a PipelineError naming the available ones if there is none."""
         if name not in self.splits:
+            if name == HOLDOUT_SPLIT:
+                raise PipelineError(
+                    f"{self.root} has no split {name!r}: re-shard with `pipeline shards {self.dataset} … --holdout N` "
+                    "(N training samples, or a fraction such as 0.1, held out for selection) into a new --out")
             raise PipelineError(
                 f"{self.root} has no split {name!r} (it has {', '.join(sorted(self.splits))}); "
                 "set data.train_split / val_split / test_split to one of those"
@@ -118,8 +124,10 @@ def manifest_dict(
     source: dict[str, Any],
     writer: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    holdout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON object written as ``manifest.json``; ``content_hash`` covers classes and every shard's hash."""
+    """The JSON object written as ``manifest.json``; ``content_hash`` covers classes and every shard's hash;
+    ``holdout`` (None without ``--holdout``) says which split was carved from which, how many, and the seed."""
     split_objs = {
         name: {
             "count": s.count,
@@ -140,6 +148,7 @@ def manifest_dict(
         "source": source,
         "writer": writer,
         "extra": extra or {},
+        "holdout": holdout,
     }
 
 
@@ -190,6 +199,7 @@ def parse_manifest(root: str, obj: Any, where: str = MANIFEST) -> Manifest:
             source=dict(obj.get("source", {})),
             writer=dict(obj.get("writer", {})),
             extra=dict(obj.get("extra", {})),
+            holdout=dict(obj["holdout"]) if obj.get("holdout") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise PipelineError(f"{where} is not a shard manifest (bad or missing field {err}); rewrite it") from err

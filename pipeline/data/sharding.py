@@ -13,7 +13,9 @@ Every source (:mod:`pipeline.data.sources`) only lists records; this module turn
   then its record ``.parts/<shard>.json`` (count, hash, left-out keys) is written; a shard with both is
   complete and skipped on re-run. ``.parts/plan.json`` pins the arguments that decide shard contents, so a
   re-run with different ones is refused instead of mixing two layouts;
-- **bad source images** (do not decode) are logged, left out, and counted in the manifest.
+- **bad source images** (do not decode) are logged, left out, and counted in the manifest;
+- **held-out data** (``holdout``, :mod:`pipeline.data.holdout`): a seeded part of a training split is written as
+  the split ``minival`` instead, recorded in the manifest's ``holdout`` entry.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tqdm import tqdm
 from webdataset.writer import TarWriter
 
 from pipeline.atomic import atomic_write, atomic_write_json
+from pipeline.data.holdout import HOLDOUT_SPLIT, Holdout, split_off
 from pipeline.data.shard_manifest import MANIFEST, Manifest, Shard, Split, manifest_dict, parse_manifest
 from pipeline.data.sources import Record, Source
 from pipeline.errors import PipelineError
@@ -238,6 +241,20 @@ def write_split(
     return Split(split, shards, skipped_keys)
 
 
+def _hold_out(source: Source, records: dict[str, list[Record]], holdout: Holdout) -> dict[str, Any]:
+    """Move ``holdout``'s part of its split into ``records[HOLDOUT_SPLIT]`` (in place); the manifest's entry."""
+    if holdout.seed < 0:
+        raise PipelineError(f"--holdout-seed must be non-negative, not {holdout.seed}")
+    if holdout.source not in records:
+        raise PipelineError(f"{source.name} has no split {holdout.source!r} to hold out from "
+                            f"(it has {', '.join(records)}); set --holdout-from to one of those")
+    if HOLDOUT_SPLIT in records:
+        raise PipelineError(f"{source.name} already has a split {HOLDOUT_SPLIT!r}; drop --holdout")
+    available = len(records[holdout.source])
+    records[holdout.source], records[HOLDOUT_SPLIT] = split_off(records[holdout.source], holdout)
+    return holdout.record(len(records[HOLDOUT_SPLIT]), available)
+
+
 def write_shards(
     source: Source,
     out: str | Path,
@@ -247,12 +264,14 @@ def write_shards(
     jpeg_quality: int = JPEG_QUALITY,
     workers: int = 1,
     seed: int = 0,
+    holdout: Holdout | None = None,
 ) -> Manifest:
     """Write every split of ``source`` to ``out`` and the manifest last; return the parsed manifest.
 
     ``shard_size`` defaults to the source's ``default_shard_size``; ``workers`` > 1 encodes in that many
-    processes. Images larger than ``max_side`` are downscaled and re-encoded at ``jpeg_quality``. Re-running
-    with the same arguments skips complete shards.
+    processes. Images larger than ``max_side`` are downscaled and re-encoded at ``jpeg_quality``. ``holdout``
+    moves a seeded part of one split into the split ``minival``. Re-running with the same arguments skips
+    complete shards. Every refusal comes before anything is written.
     """
     out = Path(out)
     shard_size = source.default_shard_size if shard_size is None else shard_size
@@ -269,6 +288,11 @@ def write_shards(
         _check_keys(recs, split)
     plan = {"dataset": source.name, "source": source.describe(), "shard_size": shard_size,
             "max_side": max_side, "jpeg_quality": jpeg_quality, "seed": seed}
+    held: dict[str, Any] | None = None
+    if holdout is not None:
+        held = _hold_out(source, records, holdout)
+        # only then in the plan: shards planned before --holdout existed resume as they were
+        plan["holdout"] = {"size": holdout.size, "seed": holdout.seed, "from": holdout.source}
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan)
     for stale in out.glob(".*.tmp"):  # half-written shards of an interrupted run (atomic_write's temp files)
@@ -291,6 +315,7 @@ def write_shards(
         source=source.describe(),
         writer={**plan, "workers": workers},
         extra=source.extra(),
+        holdout=held,
     )
     atomic_write_json(out / TIMM_INFO, timm_info(source.name, splits))
     atomic_write_json(out / MANIFEST, obj)

@@ -106,13 +106,14 @@ class RunSummary(Callback):
         return self.elapsed_before + time.perf_counter() - self._fit_start
 
     def summary(self, trainer: pl.Trainer, module: ScaledClassifier) -> dict[str, Any]:
-        """The run's outcome: complexity, best accuracies (fractions), throughput, time and device-hours."""
+        """The run's outcome: complexity, best held-out accuracies (fractions, ``val_top1`` …), throughput, time and
+        device-hours."""
         c = module.complexity
         elapsed = self.elapsed_s()
         return {
             "params": c.params, "flops": c.flops, "acts": c.acts,
-            "top1": self.best.get("val/top1"), "top5": self.best.get("val/top5"),
-            "top1_ema": self.best.get("val/top1_ema"), "top5_ema": self.best.get("val/top5_ema"),
+            "val_top1": self.best.get("val/top1"), "val_top5": self.best.get("val/top5"),
+            "val_top1_ema": self.best.get("val/top1_ema"), "val_top5_ema": self.best.get("val/top5_ema"),
             "images_per_s": _mean(self.images_per_s), "epoch_time_s": _mean(self.epoch_times),
             "fit_time_s": elapsed, "gpu_hours": elapsed * trainer.world_size / 3600,
             "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),

@@ -110,9 +110,14 @@ def check_batches(datamodule: Any, world_size: int, subcommand: str) -> None:
     """Refuse batch sizes that leave some rank without a batch of a split this subcommand reads.
 
     Every rank's loader is built here, on the one process that exists before any process group, with
-    the world size the Trainer will have; the data module raises the PipelineError that says which.
+    the world size the Trainer will have; the data module raises the PipelineError that says which. A fit
+    reads the test split too: its selected checkpoint is evaluated there once at the end.
     """
-    roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(subcommand, ())
+    if subcommand == "fit" and datamodule.splits["test"] is None:
+        raise PipelineError("a fit reports its selected checkpoint on data.test_split: set it (to data.val_split "
+                            "where the data has no other held-out split)")
+    roles = {"fit": ("train", "val", "test"), "validate": ("val",), "test": ("test",),
+             "predict": ("test",)}.get(subcommand, ())
     for role in roles:
         if datamodule.splits[role] is None:
             continue

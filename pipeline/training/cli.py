@@ -7,6 +7,7 @@ gives every run its loggers (W&B offline + CSV), atomic checkpoints (last + best
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -48,7 +49,7 @@ from pipeline.training.module import ScaledClassifier
 from pipeline.training.precise_bn import PreciseBN
 from pipeline.training.recipe import Recipe
 from pipeline.training.requeue import RequeueOnSignal
-from pipeline.training.result import git_commit, write_result
+from pipeline.training.result import git_commit, reported, write_result
 from pipeline.training.rundir import (
     BEST,
     CHECKPOINT_DIR,
@@ -61,6 +62,8 @@ from pipeline.training.rundir import (
     wandb_run_id,
 )
 from pipeline.training.syncbn import check_sync_batchnorm, layer_sync_plugins
+
+log = logging.getLogger(__name__)
 
 
 def spec_resolution(*values: Any) -> int:
@@ -216,11 +219,17 @@ class PipelineCLI(LightningCLI):
         return trainer
 
     def after_fit(self) -> None:
-        """On rank 0 of a completed fit: W&B summary, finish the W&B run, then write result.json (last)."""
+        """After a completed fit: every rank evaluates the selected checkpoint on the reported split; then rank 0
+        writes the W&B summary, finishes the W&B run and writes result.json (last)."""
         trainer = self.trainer
-        if not trainer.is_global_zero or not training_complete(trainer):
+        if not training_complete(trainer):
             return
-        summary = self.summary.summary(trainer, self.model)
+        # before the test: loading best.ckpt sets the module's counters (skipped samples) back to that epoch's
+        summary = self.summary.summary(trainer, self.model) if trainer.is_global_zero else {}
+        report = self.report_selected()
+        if not trainer.is_global_zero:
+            return
+        summary.update(report)
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         run_id = None
         if wandb is not None:
@@ -239,6 +248,22 @@ class PipelineCLI(LightningCLI):
             "precise_bn_samples": self.precise_bn.last_samples,  # images used (all ranks); 0 = off
         }
         write_result(self.directory, record)
+
+    def report_selected(self) -> dict[str, Any]:
+        """Evaluate best.ckpt (selected by ``run.monitor`` on ``data.val_split``) once on ``data.test_split``, raw
+        and EMA weights, on every rank (``trainer.test``: exact over ranks, precise BN as a separate ``pipeline
+        test`` of that checkpoint); the record's reported accuracies, split names, image counts and checkpoint."""
+        datamodule = self.datamodule
+        selected_on, reported_on = datamodule.splits["val"], datamodule.splits["test"]
+        if selected_on == reported_on and self.trainer.is_global_zero:
+            log.warning("data.val_split and data.test_split are both %r: the reported accuracy is that of the "
+                        "checkpoint selected on it (optimistic); hold out a split to select on (pipeline shards … "
+                        "--holdout N)", reported_on)
+        best = self.directory / CHECKPOINT_DIR / f"{BEST}.ckpt"
+        metrics = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=str(best), verbose=False)[0]
+        return {**reported(metrics), "selected_on": selected_on, "reported_on": reported_on,
+                "val_images": datamodule.manifest.split(selected_on).count,
+                "test_images": datamodule.manifest.split(reported_on).count, "reported_checkpoint": str(best)}
 
 
 def run_cli(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:

@@ -1,6 +1,10 @@
 """The run record: one ``result.json`` per finished run, written last and atomically (its presence = done).
 
-A run writes its own record here; sweeps and reports only read records (``read_result``, ``read_results``)."""
+A run writes its own record here; sweeps and reports only read records (``read_result``, ``read_results``).
+
+Selection and report: ``top1`` / ``top5`` / ``top1_ema`` / ``top5_ema`` are the accuracies of the selected
+checkpoint (best.ckpt by ``run.monitor`` on the split ``selected_on``) evaluated once on the split ``reported_on``
+(``test_images`` images); ``val_top1`` … are the best accuracies seen on ``selected_on`` (``val_images`` images)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,15 @@ RESULT_KEYS = (
     "run_name", "sweep", "strategy", "phi", "s", "alpha", "beta", "gamma", "fast_alpha", "d", "w", "r",
     "resolution", "dataset", "source_run", "params", "flops", "acts", "top1", "top5", "top1_ema", "top5_ema",
     "images_per_s", "epoch_time_s", "wall_time_s", "gpu_hours", "world_size", "wandb_run_id", "git_commit",
+    "val_top1", "val_top5", "val_top1_ema", "val_top5_ema", "selected_on", "reported_on", "val_images", "test_images",
 )
+ACCURACIES = ("top1", "top5", "top1_ema", "top5_ema")
+
+
+def reported(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The record's reported accuracies (``top1`` …) from a test's ``test/top1`` … metrics (None for an accuracy
+    the run does not log: the EMA's without an EMA)."""
+    return {key: (float(metrics[f"test/{key}"]) if f"test/{key}" in metrics else None) for key in ACCURACIES}
 
 
 def git_commit(path: str | Path = ".") -> str | None:
