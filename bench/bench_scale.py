@@ -8,9 +8,10 @@ size and at 1/10 of it:
 - ``pipeline shards imagenet`` (the real command, a subprocess): wall time and peak RSS;
 - the every-rank pre-launch checks of ``pipeline fit`` at world 64 (``training.checks.check_batches``);
 - time to the first batch for a few ranks (``num_workers`` 8, real decode and augmentation);
-- one train epoch and one val pass over all 64 × 8 slots with exact coverage: the real loader, stream, plans
-  and shard reading, every key counted, only the image decode swapped for reading the label (decoding 1.28 M
-  images is hours on a small machine and is not what coverage depends on);
+- one train epoch, one minival pass (selection: 10,000 held out of train) and one val pass (reported) over all
+  64 × 8 slots with exact coverage: the real loader, stream, plans and shard reading, every key counted, only the
+  image decode swapped for reading the label (decoding 1.28 M images is hours on a small machine and is not what
+  coverage depends on);
 - the first batch after a mid-epoch resume at half the epoch (``ShardLoader.load_state_dict``);
 - ``pipeline sweep scale --dry-run`` of a 28-run ImageNet study on the generated shards;
 - ``pipeline report`` over 100 synthetic result records (10 at 1/10).
@@ -58,6 +59,7 @@ class Settings:
 
     train: int = 1_281_167
     val: int = 50_000
+    holdout: int = 10_000  # minival carved from train (`pipeline shards --holdout`): what the ImageNet config selects on
     classes: int = 1000
     shard_size: int = 1000
     writer_workers: int = 1
@@ -72,12 +74,12 @@ class Settings:
 
     def tenth(self) -> Settings:
         """The same measurement at 1/10 of the data (and of the report's records)."""
-        return replace(self, train=self.train // 10, val=self.val // 10, classes=min(self.classes, self.train // 10),
-                       reports=max(1, self.reports // 10))
+        return replace(self, train=self.train // 10, val=self.val // 10, holdout=max(1, self.holdout // 10),
+                       classes=min(self.classes, self.train // 10), reports=max(1, self.reports // 10))
 
 
 # the suite's setting: 8 ranks × 2 workers, a 2-run sweep; still the real commands, loaders and checks
-TINY = Settings(train=1200, val=160, classes=4, shard_size=20, world=8, workers=2, batch=8, resolution=32,
+TINY = Settings(train=1200, val=160, holdout=80, classes=4, shard_size=20, world=8, workers=2, batch=8, resolution=32,
                 first_batch_ranks=2, sweep=("--phi", "0..1"), reports=20,
                 data={"shuffle_buffer": 50, "auto_augment": None})
 
@@ -116,7 +118,8 @@ class Figures:
     checks_s: float
     first_batch_s: list[float]
     train: Coverage
-    val: Coverage
+    minival: Coverage  # the selection split (data.val_split), every epoch
+    val: Coverage  # the reported split (data.test_split): ImageNet's official val
     resume_s: float
     resume_fresh_s: float
     resume_at: tuple[int, int]
@@ -194,7 +197,7 @@ def write_shards(tree: Path, out: Path, s: Settings, log: Path) -> tuple[float, 
     The peak is ``wait4``'s of that process, whose own reaped children (the encoding pool) it includes.
     """
     cmd = [sys.executable, "-m", "pipeline.cli", "shards", "imagenet", "--src", str(tree), "--out", str(out),
-           "--shard-size", str(s.shard_size), "--workers", str(s.writer_workers)]
+           "--shard-size", str(s.shard_size), "--workers", str(s.writer_workers), "--holdout", str(s.holdout)]
     start = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
@@ -313,7 +316,7 @@ def measure(s: Settings, work: Path) -> Figures:
     check_batches(dm, s.world, "fit")
     checks_s = time.perf_counter() - start
     firsts = [first_batch(dm, rank, s.world) for rank in _ranks(s)]
-    train, val = coverage(dm, "train", s.world), coverage(dm, "val", s.world)
+    train, minival, val = (coverage(dm, role, s.world) for role in ("train", "val", "test"))
     half = train.batches[0] // 2
     resume = first_batch(dm, 0, s.world, {"epoch": 0, "batches": half})
     fresh = first_batch(dm, 0, s.world, {"epoch": 0, "batches": 0})
@@ -323,7 +326,8 @@ def measure(s: Settings, work: Path) -> Figures:
     subprocess.run(["rm", "-rf", str(reports)], check=True)
     write_records(reports, s.reports, s.val)
     report_s = timed_command(["report", str(reports), "--no-wandb"], work / "report.log")
-    return Figures(s, tree_s, writer_s, rss, len(list(shards.glob("*.tar"))), checks_s, firsts, train, val, resume,
+    return Figures(s, tree_s, writer_s, rss, len(list(shards.glob("*.tar"))), checks_s, firsts, train, minival, val,
+                   resume,
                    fresh, (half, train.batches[0]), sweep_s, report_s)
 
 
@@ -338,8 +342,9 @@ def rows(big: Figures, small: Figures) -> list[tuple[str, str, str, float, str]]
         return f"{min(xs):.2f} / {statistics.median(xs):.2f} / {max(xs):.2f}"
 
     out = [
-        row("train / val images", big.train.samples + big.val.samples, small.train.samples + small.val.samples,
-            ",", "the setting"),
+        row("train + minival / val images", big.train.samples + big.minival.samples + big.val.samples,
+            small.train.samples + small.minival.samples + small.val.samples, ",",
+            f"the setting; minival = {s.holdout:,} of train (--holdout)"),
         row("JPEG tree written (s; kept between runs: 0 when reused)", big.tree_s, small.tree_s, ".1f",
             "file creation"),
         row("`pipeline shards imagenet`: shards written", big.shards, small.shards, ",", f"{s.shard_size} per shard"),
@@ -359,7 +364,10 @@ def rows(big: Figures, small: Figures) -> list[tuple[str, str, str, float, str]]
         ("train epoch", big.train, small.train, (
             "cut = N mod (world × batch), < one global batch (read ratio = batches ratio)",
             "equal on every rank by design", f"{s.world} × {s.workers} worker starts + reading each slot's ranges")),
-        ("val pass", big.val, small.val, (
+        ("minival pass (selection)", big.minival, small.minival, (
+            "every sample once: cut 0", "may differ by rank by design",
+            f"{s.world} × {s.workers} worker starts; few shards: each slot reads whole shards, keeps every k-th")),
+        ("val pass (reported)", big.val, small.val, (
             "every sample once: cut 0", "may differ by rank by design",
             f"{s.world} × {s.workers} worker starts; with fewer shards than slots every slot reads a whole shard to "
             "keep every k-th sample: slots × shard size raw reads, whatever N")),
