@@ -59,7 +59,7 @@ class Settings:
 
     train: int = 1_281_167
     val: int = 50_000
-    holdout: int = 10_000  # minival carved from train (`pipeline shards --holdout`): what the ImageNet config selects on
+    holdout: int = 10_000  # minival carved from train (pipeline shards --holdout): the ImageNet config selects on it
     classes: int = 1000
     shard_size: int = 1000
     writer_workers: int = 1

@@ -1,5 +1,5 @@
 """Command-line argument helpers shared by every command: a parser whose usage mistakes are one-line errors, and
-the number-list syntax (``0..7``, ``0,1,2``) of φ and scale lists."""
+the number-list syntax (``0..7``, ``0,1,2``) of φ and scale lists, and counts (``--seeds``)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def number_list(text: str) -> list[float]:
     if not values or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers: write e.g. 0..7, 0,1,2 or 3")
     return values
+
+
+def count(text: str) -> int:
+    """Parse a count ≥ 1 (``--seeds 3``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count >= 1")
+    return value

@@ -11,10 +11,11 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline.arguments import OneLineParser, count
 from pipeline.commands import report
 from pipeline.errors import PipelineError
 from pipeline.experiments.demo import COLUMNS, DEMO_CONFIG, demo_plan, ensure_digits
-from pipeline.experiments.plan import save_plan
+from pipeline.experiments.plan import save_plan, with_seeds
 from pipeline.experiments.runner import run_locally
 from pipeline.experiments.tables import format_table
 from pipeline.scaling import STRATEGIES
@@ -23,10 +24,11 @@ from pipeline.training.result import read_result
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``pipeline demo``."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="pipeline demo",
         description="Write the digits shards, train compound φ = 0, 1, 2 and dWr at the same flops with 2-process "
-                    "DDP on CPU (W&B offline), then write the report and print its headline table.",
+                    "DDP on CPU (W&B offline), then write the report and print its headline table. Each run selects "
+                    "its checkpoint on the digits' val split and reports that checkpoint on the test split.",
         epilog="extra arguments after -- go to every `pipeline fit` (e.g. -- --trainer.limit_train_batches 3)",
     )
     p.add_argument("--out", type=Path, default=Path("runs"), help="run root (runs land in OUT/demo/<run>)")
@@ -38,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the φ whose measured flops the --match strategies are trained at (default: the largest "
                         "φ of --phis; at the demo's 32 px no pycls-rounded dWr net builds φ = 1's flops: the "
                         "last feature map jumps from 1 to 2 px)")
+    p.add_argument("--seeds", type=count, default=1,
+                   help="runs per point, seeds 0..N−1, named <point>-seed<k> (default 1: the 10-minute budget on 2 "
+                        "cores; 2 takes about twice as long); the report then gives mean ± s.d. per point")
     p.add_argument("--epochs", type=int, help="epochs per run (default: configs/demo.yaml's)")
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="fit config (default configs/demo.yaml)")
     return p
@@ -62,7 +67,7 @@ def main(argv: list[str]) -> int:
     ensure_digits(args.data)
     overrides = ["--data.root", str(args.data), "--run.root", str(args.out)]
     overrides += ["--trainer.max_epochs", str(args.epochs)] if args.epochs is not None else []
-    plan = demo_plan(args.config, args.phis, args.match, args.match_at, overrides + extra)
+    plan = with_seeds(demo_plan(args.config, args.phis, args.match, args.match_at, overrides + extra), args.seeds)
     failed = run_locally(save_plan(plan), plan.directory / "logs")
     if failed:
         raise PipelineError(f"{', '.join(failed)} failed; see {plan.directory / 'logs'} (run the demo again to retry)")

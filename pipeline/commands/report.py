@@ -1,7 +1,7 @@
 """``pipeline report <sweep dirs…>``: report.md + report.html (PNGs embedded) comparing the sweeps' runs.
 
-The sections and their rendering are ``pipeline.experiments.report``'s; this module parses the arguments,
-writes the two files and logs the report's W&B runs.
+The sections are ``pipeline.experiments.report``'s, their rendering ``report_output``'s; this module parses the
+arguments, writes the two files and logs the report's W&B runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pipeline.arguments import OneLineParser
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import PipelineError
 from pipeline.experiments.plan import load_sweep
-from pipeline.experiments.report import build_sections, log_to_wandb, render_html, render_markdown
+from pipeline.experiments.report import build_sections
+from pipeline.experiments.report_output import log_to_wandb, render_html, render_markdown
 from pipeline.experiments.scaling_fit import REPLICATES
 
 

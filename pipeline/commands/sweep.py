@@ -41,7 +41,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.arguments import OneLineParser, number_list
+from pipeline.arguments import OneLineParser, count, number_list
 from pipeline.cluster.run_manifest import run_manifest_path
 from pipeline.commands import submit
 from pipeline.errors import PipelineError
@@ -61,7 +61,7 @@ def _common(p: argparse.ArgumentParser, config_default: str | None) -> None:
                    help=f"training config of every run (default {config_default})" if config_default else
                    "training config (default configs/transfer/<dataset>.yaml)")
     p.add_argument("--name", help="sweep name: its directory is <run.root>/<name> and its W&B group")
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
+    p.add_argument("--seeds", type=count, default=1, metavar="N",
                    help="runs per point, seeds k = 0..N-1 named <run>-seed<k> (default 1: plain names); a larger N "
                    "on an existing sweep adds the missing seeds")
     p.add_argument("--dry-run", action="store_true", help="print every run with flops, params, acts and the cost")
@@ -114,8 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 def make_plan(args: argparse.Namespace, extra: list[str]) -> SweepPlan:
     """Turn the arguments into a sweep plan, every point repeated over ``--seeds`` (every check runs here,
     before anything is written)."""
-    if args.seeds < 1:
-        raise PipelineError(f"--seeds must be >= 1 (got {args.seeds})")
     return with_seeds(plan_points(args, extra), args.seeds)
 
 

@@ -18,8 +18,9 @@ from pipeline.experiments.plan import Point, SweepPlan, plan_sweep
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 SWEEP = "demo"
-COLUMNS = ("run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts", "top1", "top1_ema",
-           "epoch_time_s", "fit_time_s")
+# top1: the test split's, of the checkpoint selected on val (val_top1)
+COLUMNS = ("run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts", "val_top1", "top1",
+           "top1_ema", "epoch_time_s", "fit_time_s")
 
 
 def demo_plan(config: Path, phis: list[float], match: list[str], match_at: list[float],

@@ -106,13 +106,14 @@ def test_transfer_of_a_seeded_sweep_goes_beside_it_one_run_per_source_seed(digit
     transfer_config = str(REPO / "configs" / "transfer" / "cifar100.yaml")
     argv = ["transfer", "--from", str(source), "--dataset", "cifar100", "--config", transfer_config,
             "--data-root", str(digits)]
-    plan = sweep.make_plan(sweep.build_parser().parse_args(argv), [])
+    own_val = ["--data.val_split", "val"]  # the digits' own val (the config selects on a --holdout minival)
+    plan = sweep.make_plan(sweep.build_parser().parse_args(argv), own_val)
     assert plan.directory == tmp_path / "store" / "transfer-cifar100-scale"  # not ./runs
     assert [r.name for r in plan.runs] == ["compound-phi1-cifar100-seed0", "compound-phi1-cifar100-seed1"]
     for k, run in enumerate(plan.runs):
         at = run.entry.overrides.index("--seed_everything")
         assert run.entry.overrides[at:at + 4] == ["--seed_everything", str(5 + k), "--data.seed", str(5 + k)]
-    elsewhere = sweep.make_plan(sweep.build_parser().parse_args(argv), ["--run.root", str(tmp_path / "runs")])
+    elsewhere = sweep.make_plan(sweep.build_parser().parse_args(argv), [*own_val, "--run.root", str(tmp_path / "runs")])
     assert elsewhere.directory == tmp_path / "runs" / "transfer-cifar100-scale"
     with pytest.raises(PipelineError, match="already has a seed"):
-        sweep.make_plan(sweep.build_parser().parse_args([*argv, "--seeds", "2"]), [])
+        sweep.make_plan(sweep.build_parser().parse_args([*argv, "--seeds", "2"]), own_val)

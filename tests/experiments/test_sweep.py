@@ -123,7 +123,8 @@ def test_transfer_plan_fine_tunes_each_finished_source_run(digits: Path, tmp_pat
     transfer_config = str(REPO / "configs" / "transfer" / "cifar100.yaml")  # names no network: the sources do
     args = sweep.build_parser().parse_args(["transfer", "--from", str(source), "--dataset", "cifar100",
                                             "--config", transfer_config, "--data-root", str(digits)])
-    plan = sweep.make_plan(args, ["--run.root", str(tmp_path / "runs")])
+    # the digits shards hold a val split of their own (the config selects on a minival made with --holdout)
+    plan = sweep.make_plan(args, ["--run.root", str(tmp_path / "runs"), "--data.val_split", "val"])
     assert plan.name == "transfer-cifar100-src"
     assert [r.name for r in plan.runs] == ["compound-phi1-cifar100", "dWr-s2.1-cifar100"]
     first = plan.runs[0].entry.overrides

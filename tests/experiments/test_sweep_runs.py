@@ -131,7 +131,8 @@ def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[P
     root = rerun[0]
     write_digits_as_cifar100(tmp_path / "src")
     shards = subprocess.run([sys.executable, "-m", "pipeline.cli", "shards", "cifar100", "--src", str(tmp_path / "src"),
-                             "--out", str(tmp_path / "c100")], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+                             "--out", str(tmp_path / "c100"), "--holdout", "180"],
+                            cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert shards.returncode == 0, shards.stderr[-2000:]
     command = [sys.executable, "-m", "pipeline.cli", "sweep", "transfer", "--from", str(root / "k"), "--dataset",
                "cifar100", "--config", str(REPO / "configs" / "transfer" / "cifar100.yaml"), "--data-root",
@@ -153,7 +154,9 @@ def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[P
         (f"compound-phi{i}", "cifar100", i) for i in range(3)]
     assert [r["resolution"] for r in records] == [s["resolution"] for s in sources] == [32, 36, 44]
     assert all(r["params"] > s["params"] for r, s in zip(records, sources, strict=True))  # a 100-class head
-    assert all(r["global_step"] == 2 * (1437 // 32) for r in records)  # the resumed run too: 2 whole epochs
+    # the resumed run too: 2 whole epochs of the 1,437 − 180 held out for selection (minival)
+    assert all(r["global_step"] == 2 * ((1437 - 180) // 32) for r in records)
+    assert all((r["selected_on"], r["reported_on"], r["test_images"]) == ("minival", "test", 360) for r in records)
     # chance: 10 % (measured 90 %, 88 %, 79 % from sources at 6 %, 14 %, 14 % after their 2 batches)
     assert all(r["top1"] > 0.5 for r in records), [r["top1"] for r in records]
 
