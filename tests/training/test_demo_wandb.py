@@ -37,7 +37,8 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     header = next(line.split() for line in lines if line.split()[:1] == ["run_name"])
-    assert header[:9] == ["run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts", "top1"]
+    assert header[:10] == ["run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts", "val_top1",
+                           "top1"]
     assert "## Growth of params and activations with flops" in done.stdout  # the report's tables
     assert "total wall time" in done.stdout and "wandb sync" in done.stdout
 
@@ -55,6 +56,9 @@ def test_demo_logs_each_phi_to_wandb_offline_and_prints_the_table(digits: Path, 
         assert run["config"]["dataset"] == digits.name and run["config"]["world_size"] == 2
         assert run["config"]["global_batch"] == 64 and run["config"]["recipe"]["opt"] == "adamw"
         assert run["config"]["resolution"] == result["resolution"]
+        # the protocol: selected on val, reported on test, BN statistics recomputed before each evaluation
+        assert (result["selected_on"], result["reported_on"], result["test_images"]) == ("val", "test", 180)
+        assert result["precise_bn_samples"] > 0
         assert 0 <= run["summary"]["top1"] <= 1 and run["summary"]["top1"] == pytest.approx(result["top1"])
         for key in ("val/top1", "val/top1_ema", "train/loss_epoch", "perf/images_per_s", "train/skipped"):
             assert key in run["history"], key
