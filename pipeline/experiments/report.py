@@ -137,14 +137,19 @@ def runs_section(records: list[dict[str, Any]]) -> Section:
     """The headline table: one row per run, top-1 with its 95 % Wilson interval."""
     rows = [[r["sweep"], r["run_name"], r["strategy"], point_label(r),
              str(r["resolution"]), f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.1f}", f"{r['acts'] / 1e6:.3f}",
+             _fmt(100 * r["val_top1"] if r.get("val_top1") is not None else None, 1),
              _interval_pct(r["top1"], r["top1_low"], r["top1_high"]) if r.get("top1") is not None else "-",
              _fmt(100 * r["top1_ema"] if r.get("top1_ema") else None, 1), _fmt(r.get("epoch_time_s"), 1)]
             for r in records]
     counts = ", ".join(sorted({str(r["eval_images"]) for r in records}))
-    text = "\n\n".join([f"top-1 [its 95 % Wilson interval] (evaluation images: {counts}); flops = multiply-adds "
-                         "per image.", *split_warnings(records)])
+    splits = ", ".join(sorted({f"selected on {r['selected_on']}, reported on {r['reported_on']}" for r in records
+                               if r.get("reported_on")})) or "records from before held-out selection"
+    text = "\n\n".join([f"top-1 [its 95 % Wilson interval] of the selected checkpoint ({splits}; evaluation "
+                         f"images: {counts}); selection top-1 = its best on the selection split; flops = "
+                         "multiply-adds per image.", *split_warnings(records)])
     return Section("Runs", text, ("sweep", "run", "strategy", "φ or s", "res", "params (M)", "flops (M)",
-                                  "acts (M)", "top-1 (%) [95 %]", "EMA top-1 (%)", "epoch (s)"), rows)
+                                  "acts (M)", "selection top-1 (%)", "top-1 (%) [95 %]", "EMA top-1 (%)",
+                                  "epoch (s)"), rows)
 
 
 def point_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ def test_run_intervals_are_scipys_wilson_for_the_counts(report: tuple[Path, str]
             ci = stats.binomtest(count, N).proportion_ci(confidence_level=0.95, method="wilson")
             cell = f"| {100 * count / N:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}] |"
             assert f"| {strategy}-s{2**k}-seed2 | {strategy} | s={2**k} |" in md and cell in md
-    assert "(evaluation images: 1000)" in md
+    assert "evaluation images: 1000)" in md
 
 
 def test_points_show_mean_and_sd_over_three_seeds(report: tuple[Path, str]) -> None:
