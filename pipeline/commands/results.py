@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.experiments.tables import format_table
@@ -13,12 +12,6 @@ from pipeline.training.result import read_results
 # the held-out accuracy a run was selected on beside the reported split's accuracy of the selected checkpoint
 COLUMNS = ("sweep", "run_name", "strategy", "phi", "s", "resolution", "params", "flops", "acts",
            "selected_on", "val_top1", "val_top1_ema", "reported_on", "top1", "top1_ema", "images_per_s", "gpu_hours")
-HELD_OUT_ACCURACIES = ("val_top1", "val_top5", "val_top1_ema", "val_top5_ema")
-
-
-def percent_held_out(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with its held-out accuracies as percentages (the table formats only ``top…`` keys so)."""
-    return {k: f"{100 * v:.1f}%" if k in HELD_OUT_ACCURACIES and isinstance(v, float) else v for k, v in record.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +26,7 @@ def main(argv: list[str]) -> int:
     records = [r for root in args.roots for r in read_results(root)]
     if not records:
         raise PipelineError(f"no result.json under {', '.join(map(str, args.roots))}; finished runs write one")
-    print(format_table([percent_held_out(r) for r in records], args.columns))
+    print(format_table(records, args.columns))
     if args.plot:
         from pipeline.experiments.plots import plot_scaling
 

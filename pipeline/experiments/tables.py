@@ -13,7 +13,7 @@ TABLE_COLUMNS = ("sweep", "run_name", "strategy", "phi", "s", "resolution", "par
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key.startswith("top"):
+    if key.startswith(("top", "val_top")):  # accuracies: the reported split's and the selection split's
         return f"{100 * value:.1f}%"
     if key in ("params", "flops", "acts"):
         return f"{value / 1e6:.2f}M"
