@@ -142,7 +142,8 @@ def runs_section(records: list[dict[str, Any]]) -> Section:
              _fmt(100 * r["top1_ema"] if r.get("top1_ema") else None, 1), _fmt(r.get("epoch_time_s"), 1)]
             for r in records]
     counts = ", ".join(sorted({str(r["eval_images"]) for r in records}))
-    splits = ", ".join(sorted({f"selected on {r['selected_on']}, reported on {r['reported_on']}" for r in records
+    splits = ", ".join(sorted({f"selected on {r['selected_on'] or 'nothing: final weights'}, reported on "
+                               f"{r['reported_on']}" for r in records
                                if r.get("reported_on")})) or "records from before held-out selection"
     text = "\n\n".join([f"top-1 [its 95 % Wilson interval] of the selected checkpoint ({splits}; evaluation "
                          f"images: {counts}); selection top-1 = its best on the selection split; flops = "

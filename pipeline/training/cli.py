@@ -252,18 +252,27 @@ class PipelineCLI(LightningCLI):
     def report_selected(self) -> dict[str, Any]:
         """Evaluate best.ckpt (selected by ``run.monitor`` on ``data.val_split``) once on ``data.test_split``, raw
         and EMA weights, on every rank (``trainer.test``: exact over ranks, precise BN as a separate ``pipeline
-        test`` of that checkpoint); the record's reported accuracies, split names, image counts and checkpoint."""
+        test`` of that checkpoint); the record's reported accuracies, split names, image counts and checkpoint.
+
+        A fit that never validated (``limit_val_batches 0``, or ``max_steps`` reached before the first validation)
+        selected nothing: its final weights are reported, ``selected_on`` and ``reported_checkpoint`` are None."""
         datamodule = self.datamodule
         selected_on, reported_on = datamodule.splits["val"], datamodule.splits["test"]
-        if selected_on == reported_on and self.trainer.is_global_zero:
+        best = self.directory / CHECKPOINT_DIR / f"{BEST}.ckpt"
+        selected = best.is_file()  # the same on every rank: one file system, written before fit returned
+        if self.trainer.is_global_zero and not selected:
+            log.warning("no validation ran, so no checkpoint was selected on %r: reporting the final weights on %r",
+                        selected_on, reported_on)
+        elif self.trainer.is_global_zero and selected_on == reported_on:
             log.warning("data.val_split and data.test_split are both %r: the reported accuracy is that of the "
                         "checkpoint selected on it (optimistic); hold out a split to select on (pipeline shards … "
                         "--holdout N)", reported_on)
-        best = self.directory / CHECKPOINT_DIR / f"{BEST}.ckpt"
-        metrics = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=str(best), verbose=False)[0]
-        return {**reported(metrics), "selected_on": selected_on, "reported_on": reported_on,
+        metrics = self.trainer.test(self.model, datamodule=datamodule, ckpt_path=str(best) if selected else None,
+                                    verbose=False)[0]
+        return {**reported(metrics), "selected_on": selected_on if selected else None, "reported_on": reported_on,
                 "val_images": datamodule.manifest.split(selected_on).count,
-                "test_images": datamodule.manifest.split(reported_on).count, "reported_checkpoint": str(best)}
+                "test_images": datamodule.manifest.split(reported_on).count,
+                "reported_checkpoint": str(best) if selected else None}
 
 
 def run_cli(argv: list[str], cli_class: type[PipelineCLI] = PipelineCLI) -> int:

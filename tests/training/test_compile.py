@@ -27,6 +27,9 @@ def test_two_step_fit_with_compile(digits: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "demo" / "compiled" / "result.json").read_text())
     assert result["global_step"] == 2
+    # no validation ran (limit_val_batches 0): nothing was selected, the final weights are reported on test
+    assert (result["selected_on"], result["reported_on"], result["reported_checkpoint"]) == (None, "test", None)
+    assert result["val_top1"] is None and 0 <= result["top1"] <= 1
     eager = ScaledClassifier(strategy="d", scale=0.25, base_resolution=32, num_classes=10)
     assert (result["flops"], result["params"], result["acts"]) == (3_696_230, 1_591_558, 84_710)
     assert eager.complexity == count_complexity(eager.model, 32) == Complexity(3_696_230, 1_591_558, 84_710)

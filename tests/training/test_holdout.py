@@ -97,3 +97,16 @@ def test_selecting_on_the_reported_split_still_runs_and_says_so(digits: Path, tm
     assert "data.val_split and data.test_split are both 'test'" in fit.stderr
     record = json.loads((tmp_path / "demo" / "run" / "result.json").read_text())
     assert record["selected_on"] == record["reported_on"] == "test" and record["val_images"] == 180
+
+
+@pytest.mark.slow
+def test_a_fit_that_never_validated_reports_its_final_weights(digits: Path, tmp_path: Path) -> None:
+    fit = run_pipeline("fit", "--config", str(DEMO_CONFIG), "--data.root", str(digits), "--run.root", str(tmp_path),
+                       "--run.name", "run", "--trainer.devices", "1", "--trainer.strategy", "auto", *SMALL,
+                       "--trainer.limit_val_batches", "0", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "no validation ran, so no checkpoint was selected on 'val': reporting the final weights" in fit.stderr
+    record = json.loads((tmp_path / "demo" / "run" / "result.json").read_text())
+    assert (record["selected_on"], record["reported_on"], record["reported_checkpoint"]) == (None, "test", None)
+    assert record["val_top1"] is None and 0 <= record["top1"] <= 1 and record["test_images"] == 180
+    assert not (tmp_path / "demo" / "run" / "checkpoints" / "best.ckpt").exists()
