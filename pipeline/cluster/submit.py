@@ -109,7 +109,10 @@ def submit(args: argparse.Namespace, overrides: list[str]) -> int:
         print(shlex.join([f"{k}={v}" for k, v in env.items()] + cmd))
         return 0
     log.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    # --export=ALL: the job gets this environment, but not a W&B service address of this host (wandb.init exports
+    # one for its child processes; a job on another node cannot reach it, and a requeue would find its run "in use")
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    done = subprocess.run(cmd, env={**inherited, **env}, capture_output=True, text=True)
     if done.returncode:
         raise PipelineError(f"sbatch refused the job: {'; '.join(done.stderr.strip().splitlines())}")
     job_id = done.stdout.strip().split(";")[0]

@@ -88,4 +88,8 @@ def log_to_wandb(report: Report, out: Path, project: str) -> list[Path]:
                                 if f[k] is not None})
         run.finish()
         files += sorted(directory.glob("wandb/*run-*/run-*.wandb"))
+    # stops this process's wandb-core service and unsets WANDB_SERVICE, which wandb.init exports: a process that
+    # reports and then starts jobs (the demo, a notebook, a test session) would otherwise hand every job this
+    # service's address, and a requeued job's run id would still be "in use" there
+    wandb.teardown()
     return files

@@ -6,6 +6,7 @@ when selection and report used one split, and the grid ranked on val_top1 over s
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WANDB_MODE", "offline")
         assert main(["report", str(sweep), "--bootstrap", "200"]) == 0
+    # the report's process hands no W&B service address to the jobs it may start next (a requeued job's run id
+    # would be "in use" in this process's service)
+    assert "WANDB_SERVICE" not in os.environ
     return sweep, (sweep / "report" / "report.md").read_text()
 
 

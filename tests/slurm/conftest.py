@@ -93,7 +93,8 @@ class SlurmCluster:
             "WANDB_MODE": "offline",
             "PYTHONUNBUFFERED": "1",
         }
-        for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "WANDB_API_KEY"):
+        # a login shell's environment: no rank variables, no key, no W&B service address of an earlier in-process run
+        for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "WANDB_API_KEY", "WANDB_SERVICE"):
             self.env.pop(key, None)
 
     # --- lifecycle -------------------------------------------------------------------------------
