@@ -4,6 +4,7 @@ a ``wandb.Table`` of the runs, one of the fitted laws (also in the summary) and 
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def log_to_wandb(report: Report, out: Path, project: str) -> list[Path]:
     from pipeline.training.loggers import wandb_mode
     from pipeline.training.rundir import wandb_run_id
 
+    inherited_service = wandb.env.SERVICE in os.environ  # a service this process was given is left as it was
     images = [s.image for s in report.sections if s.image]
     fits = [fit_parameters(f) for f in report.fits]
     files = []
@@ -88,8 +90,9 @@ def log_to_wandb(report: Report, out: Path, project: str) -> list[Path]:
                                 if f[k] is not None})
         run.finish()
         files += sorted(directory.glob("wandb/*run-*/run-*.wandb"))
-    # stops this process's wandb-core service and unsets WANDB_SERVICE, which wandb.init exports: a process that
-    # reports and then starts jobs (the demo, a notebook, a test session) would otherwise hand every job this
-    # service's address, and a requeued job's run id would still be "in use" there
-    wandb.teardown()
+    if not inherited_service:
+        # wandb.init exported this process's wandb-core address for its children: a process that reports and then
+        # starts jobs (the demo, a notebook, a test session) would hand every job this service, where a requeued
+        # job's run id is still "in use"; the service itself stays for this process's next report
+        os.environ.pop(wandb.env.SERVICE, None)
     return files
