@@ -24,7 +24,6 @@ from scipy import optimize
 
 from pipeline.atomic import atomic_write
 from pipeline.errors import PipelineError
-from pipeline.experiments.tables import markdown_table
 
 POWER_LAW_POINTS = 4  # three parameters: at least one more distinct compute value than that
 MAX_EXPONENT = 10.0
@@ -259,14 +258,6 @@ def comparison_lines(comparisons: Sequence[Comparison]) -> list[str]:
         lines.append(f"- {c.first} vs {c.second} over {COST_LABELS.get(c.cost, c.cost)}: {crossing} between "
                      f"{c.grid[0]:.3g} and {c.grid[-1]:.3g}; 95 % bootstrap interval of the difference: {ranges}.")
     return lines
-
-
-def fit_lines(fits: Sequence[StrategyFit], comparisons: Sequence[Comparison]) -> list[str]:
-    """The fits and comparisons as markdown lines: the parameter table (:func:`fit_rows`), then
-    :func:`comparison_lines`."""
-    if not fits:
-        return ["No strategy has runs at two or more compute values: nothing to fit."]
-    return [*markdown_table(FIT_HEADERS, fit_rows(fits)).splitlines(), *comparison_lines(comparisons)]
 
 
 def plot_fits(fits: Sequence[StrategyFit], records: Sequence[dict[str, Any]], path: str | Path,

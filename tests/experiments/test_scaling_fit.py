@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.experiments.scaling_fit import compare, fit_law, fit_lines, fit_records, fit_strategy, plot_fits
+from pipeline.experiments.report import fit_section
+from pipeline.experiments.scaling_fit import (
+    FIT_HEADERS,
+    compare,
+    comparison_lines,
+    fit_law,
+    fit_records,
+    fit_rows,
+    fit_strategy,
+    plot_fits,
+)
 
 FLOPS = [1e6 * 2**k for k in range(6)]  # six doublings, as φ = 0..5
 
@@ -85,9 +95,11 @@ def test_records_are_fitted_per_strategy_with_binomial_noise(tmp_path: Path) -> 
     assert [(f.strategy, f.law.form, f.runs) for f in fits] == [("dWr", "loglinear", 6)]  # w: one point; d: none
     fit = fits[0]
     assert fit.law.b == pytest.approx(0.3) and fit.b.low < 0.3 < fit.b.high and fit.b.high - fit.b.low > 0.01
-    lines = fit_lines(fits, [])
-    assert lines[0].startswith("| strategy |") and "a·C^(−b)" in lines[2] and "(extrapolated)" in lines[2]
-    assert fit_lines([], []) == ["No strategy has runs at two or more compute values: nothing to fit."]
+    (row,) = fit_rows(fits)
+    assert FIT_HEADERS[0] == "strategy" and "a·C^(−b)" in row and "(extrapolated)" in row[-1]
+    lone = [{**records[-2], "eval_images": 180, "epoch_time_s": 1.0}]  # one point: nothing to fit
+    section, none = fit_section(lone, lambda r: str(r["strategy"]), tmp_path, replicates=10)
+    assert none == [] and section.text == "No strategy has runs at two or more compute values: nothing to fit."
     image = plot_fits(fits, records, tmp_path / "fits.png")
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -97,7 +109,7 @@ def test_comparison_lines_name_crossing_and_separation() -> None:
     flat = fit_strategy("flat", "flops", [(x, 0.4 * (x / 1e6) ** -0.3 + 0.1) for x in FLOPS], replicates=50)
     found = compare(steep, flat)
     assert found is not None
-    line = fit_lines([steep, flat], [found])[-1]
+    line = comparison_lines([found])[-1]
     assert line.startswith("- steep vs flat over flops (multiply-adds): the fitted curves cross at 3.05e+06")
     assert "flat lower" in line and "steep lower" in line
     with pytest.raises(PipelineError, match="one cost"):
