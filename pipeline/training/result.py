@@ -4,7 +4,8 @@ A run writes its own record here; sweeps and reports only read records (``read_r
 
 Selection and report: ``top1`` / ``top5`` / ``top1_ema`` / ``top5_ema`` are the accuracies of the selected
 checkpoint (best.ckpt by ``run.monitor`` on the split ``selected_on``) evaluated once on the split ``reported_on``
-(``test_images`` images); ``val_top1`` … are the best accuracies seen on ``selected_on`` (``val_images`` images)."""
+(``test_images`` images); ``val_top1`` … are the best accuracies seen on ``selected_on`` (``val_images`` images).
+A fit that never validated selected nothing: ``selected_on`` is None and its final weights are reported."""
 
 from __future__ import annotations
 
