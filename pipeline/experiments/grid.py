@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import PipelineError
 from pipeline.experiments.plan import PlannedRun, SweepPlan, within
-from pipeline.experiments.stats import accuracy_interval, point_name, summarise_points, within_noise
+from pipeline.experiments.stats import accuracy_interval, first_runs, summarise_points, within_noise
 from pipeline.experiments.tables import markdown_table
 from pipeline.training.result import read_result
 
@@ -71,7 +71,7 @@ def rank(records: list[dict[str, Any]], val_images: int, metric: str = "top1") -
     if metric not in METRICS:
         raise PipelineError(f"rank metric must be one of {', '.join(METRICS)} (got {metric!r})")
     scored = [{**r, metric: selection_value(r, metric)} for r in records]
-    firsts = {point_name(str(r["run_name"])): r for r in reversed(scored)}  # each point's first run
+    firsts = first_runs(scored)
     points = summarise_points(scored, val_images, metric)
     if not points:
         raise PipelineError(f"no grid candidate has a {metric} yet: nothing to rank")

@@ -36,8 +36,8 @@ from pipeline.experiments.scaling_fit import (
 from pipeline.experiments.stats import (
     COMPARABLE_KEYS,
     accuracy_interval,
+    first_runs,
     growth_fit,
-    point_name,
     runtime_correlations,
     summarise_points,
     theory_exponents,
@@ -160,7 +160,7 @@ def point_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     sweeps = dict.fromkeys(r["sweep"] for r in records)
     for sweep in sweeps:
         runs = [r for r in records if r["sweep"] == sweep]
-        firsts = {point_name(str(r["run_name"])): r for r in reversed(runs)}
+        firsts = first_runs(runs)
         n = runs[0]["eval_images"]
         for p in summarise_points(runs, n):
             first = {**firsts[p.point], "run_name": p.point, "top1": p.mean, "top1_sd": p.sd, "seeds": p.seeds}

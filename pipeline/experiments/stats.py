@@ -77,6 +77,14 @@ def point_summary(point: str, accuracies: Sequence[float], n: int) -> PointSumma
     return PointSummary(point, m, mean, sd, se)
 
 
+def first_runs(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each point's first run in ``records`` (by :func:`point_name`): what its seeds share (spec, costs, labels)."""
+    firsts: dict[str, dict[str, Any]] = {}
+    for r in records:
+        firsts.setdefault(point_name(str(r["run_name"])), r)
+    return firsts
+
+
 def summarise_points(records: Iterable[dict[str, Any]], n: int, metric: str = "top1") -> list[PointSummary]:
     """:func:`point_summary` of every point (run names without ``-seed<k>``) of ``records`` that have ``metric``,
     in first-seen order."""
