@@ -12,19 +12,21 @@ Pixels against timm's PIL ops (measured by ``tests/data/test_augment.py`` on rea
 - exact: AutoContrast, Equalize, Invert, Posterize (1–7 bits), Solarize, SolarizeAdd, Brightness, Contrast, Color
   (the same look-up tables, integer grey and float32 blend as Pillow)
   and Sharpness (Pillow's SMOOTH kernel as a separable box sum, border rows and columns kept, rounded alike);
-- Rotate, ShearX/Y, TranslateX/Y(Rel): the same affine map, pixel centres and fill rule as Pillow's
-  ``transform`` (a pixel whose source point lies outside the image takes the fill; edge taps are clamped), resampled
-  by OpenCV's ``warpAffine`` (bicubic a = -0.75 and bilinear in fixed point, source positions in 1/32 pixel;
-  Pillow's affine bicubic is a = -1 in double): on photos a mean absolute difference of 0.4–0.85 grey levels, at
-  most 13 (sharp edges); whole-pixel translations are exact;
+- ShearX/Y, TranslateX/Y(Rel): Pillow's affine map, pixel centres, fill rule (a pixel whose source point lies
+  outside the image takes the fill; edge taps are clamped) and filters, one line at a time (:func:`_shift_lines`):
+  bilinear and whole-pixel shifts exact, bicubic ≤ 1 grey level at < 0.3 % of pixels (float32 taps);
+- Rotate: the same map and fill rule, resampled by OpenCV's ``warpAffine`` (fixed point, source positions in 1/32
+  pixel, bicubic a = -0.75 where Pillow's affine bicubic is a = -1 in doubles): on photos a mean absolute
+  difference of 0.6–0.86 grey levels, at most 16 (sharp edges);
 - Posterize with 0 bits (``v0``'s ``('Posterize', 0.8, 2)``): the reference TF result, a black image, where
   Pillow ≥ 11 raises.
 
 Speed is why OpenCV does the resampling and the look-ups: at 224 px on one thread a bicubic affine op costs 1.7 ms
-in Pillow, 1.2 ms in torch's ``grid_sample`` and 0.5 ms in ``warpAffine``, and ``cv2.LUT`` is the cheapest
-look-up (``numpy.take`` ~1.5×, torch's uint8 indexing ~10×). The ops work on the image's memory as height × width ×
-channels, the layout ``interpolate`` leaves the fast transform's crop in (a ``[3, H, W]`` tensor with channels-last
-strides; any layout works, others cost a copy); ``torch.stack`` makes the batch contiguous. An op that raises
+in Pillow, 1.2 ms in torch's ``grid_sample``, 0.55 ms in ``warpAffine`` and 0.25–0.35 ms as lines; ``cv2.LUT`` is
+the cheapest look-up (``numpy.take`` ~1.5×, torch's uint8 indexing ~10×). Ops take either memory layout of a
+``[3, H, W]`` tensor: channel planes (what ``interpolate`` mostly leaves the fast transform's crop in), or height ×
+width × channels (channels-last strides: what OpenCV's resampling works in and returns; ``cv2.merge`` /
+``cv2.split`` convert, ~15× faster than a transposing copy). An op that raises
 becomes an :class:`AugmentationError` naming it: a bug, never a corrupt sample.
 """
 
@@ -241,16 +243,19 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
     """Pillow's ``transform`` for a shear or a shift along one axis (1: each row, ShearX / TranslateX; 0: each
     column): pixel p of line i samples the input line at ``p + factor·(i + ½) + offset``; outside it, ``fillcolor``.
 
-    Every line moves as a whole, so each output pixel is one line's 4-tap filter (Pillow's affine bicubic,
-    a = -1, or bilinear) over a window gathered per line, in float32, truncated as Pillow truncates its doubles,
-    +1e-3 so that a flat region's exact value survives the float32 sums: Pillow's pixels except where its value
-    lies within 1e-3 below an integer (measured: ≤ 1 grey level at < 0.3 % of pixels). ~3× cheaper than a
-    bicubic ``warpAffine``. ``resample`` a sequence: one drawn with ``random.choice``, as timm's ops do.
+    Every line moves as a whole, so an output pixel is its line's 1-D filter over a window gathered per line:
+    ~3× cheaper than a bicubic ``warpAffine``. Bicubic is Pillow's affine cubic (a = -1) as four float32 taps,
+    truncated as Pillow truncates its doubles, +1e-3 so that a flat region's exact value survives the float32 sums:
+    Pillow's pixels except where its double lies within 1e-3 below a whole value (measured: 1 grey level at
+    < 0.3 % of pixels). Bilinear is Pillow's own ``a + (b − a)·d`` in doubles with Pillow's d of each pixel (the
+    sample position's rounding varies along a line; with one d per line ~3 % of pixels differ, where Pillow's
+    double lands just below a whole value and truncates to one less). ``resample`` a sequence: one drawn with
+    ``random.choice``, as timm's ops do.
     """
     if isinstance(resample, (list, tuple)):
         resample = random.choice(resample)
     resample = Image.Resampling(resample)
-    if resample not in _TAPS:
+    if resample not in (Image.Resampling.BICUBIC, Image.Resampling.BILINEAR):
         return _affine(img, (1, factor, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, factor, 1, offset), fillcolor,
                        resample)
     hwc = _hwc(img)
@@ -258,7 +263,6 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
     size, lines = hwc.shape[axis], hwc.shape[1 - axis]
     shift = factor * (np.arange(lines) + 0.5) + offset  # Pillow's source x of pixel centre p + ½ is p + ½ + shift
     whole = np.floor(shift)
-    weights = torch.from_numpy(_TAPS[resample](shift - whole)).T  # [4, lines]
     # window j of line i is source pixel j + whole_i - 1, from an edge-padded copy (Pillow clamps its taps)
     # padded far enough that every window fits; pixels past the edge only ever feed pixels that get the fill
     pad = int(np.abs(whole).max()) + 3
@@ -271,17 +275,27 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
         window = np.take(padded.reshape(-1, channels), (first + np.arange(h) * (w + 2 * pad))[:, None] + span, axis=0)
     else:
         window = np.take(padded.reshape(-1, channels), (span * w)[:, None] + (first * w + np.arange(w)), axis=0)
-    window = torch.from_numpy(window).float()
-    if axis == 1:
-        taps, weights = [window[:, t:t + size] for t in range(4)], weights[:, :, None, None]
+    window = torch.from_numpy(window)
+    taps = [window[:, t:t + size] if axis == 1 else window[t:t + size] for t in range(4)]
+
+    def per_line(values: np.ndarray) -> torch.Tensor:
+        # a value per row broadcasts over a row's pixels; per column, repeated per channel so that broadcasting
+        # is only over rows (torch's fast kernel)
+        v = torch.from_numpy(values)
+        return v[:, None, None] if axis == 1 else v[None, :, None].expand(-1, -1, channels).contiguous()
+
+    if resample == Image.Resampling.BILINEAR:  # with Pillow's d of each pixel: its rounding varies along a line
+        source = (np.arange(size) + 0.5) + shift[:, None] - 0.5
+        frac = torch.from_numpy(source - np.floor(source))
+        a = taps[1].double()
+        out = taps[2].double().sub_(a).mul_((frac if axis == 1 else frac.T)[:, :, None]).add_(a)
     else:
-        # each column's weights repeated per channel: broadcasting only over rows keeps torch's fast kernel
-        taps = [window[t:t + size] for t in range(4)]
-        weights = weights[:, None, :, None].expand(-1, -1, -1, channels).contiguous()
-    out = taps[0] * weights[0]
-    for t in range(1, 4):
-        out.addcmul_(taps[t], weights[t])
-    result = _to_uint8(out.add_(1e-3).clamp_(0, 255)).numpy()
+        weights = _bicubic_taps(shift - whole)
+        out = taps[0].float().mul_(per_line(weights[0]))
+        for t in range(1, 4):
+            out.addcmul_(taps[t].float(), per_line(weights[t]))
+        out.add_(1e-3)
+    result = _to_uint8(out.clamp_(0, 255)).numpy()
     position = np.arange(size)  # inside: 0 ≤ p + ½ + shift < size
     lo, hi = np.ceil(-shift - 0.5).astype(np.int64), np.ceil(size - shift - 0.5).astype(np.int64)
     outside = (position < lo[:, None]) | (position >= hi[:, None])
@@ -292,17 +306,9 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
 
 def _bicubic_taps(d: np.ndarray) -> np.ndarray:
     """Pillow's affine bicubic (a = -1) as the weights of the four pixels around samples ``d`` past the second,
-    ``[len(d), 4]``."""
-    return np.stack([-d + 2 * d * d - d ** 3, 1 - 2 * d * d + d ** 3, d + d * d - d ** 3, -d * d + d ** 3],
-                    axis=-1).astype(np.float32)
-
-
-def _bilinear_taps(d: np.ndarray) -> np.ndarray:
-    """Pillow's bilinear as four taps, ``[len(d), 4]``."""
-    return np.stack([0 * d, 1 - d, d, 0 * d], axis=-1).astype(np.float32)
-
-
-_TAPS = {Image.Resampling.BICUBIC: _bicubic_taps, Image.Resampling.BILINEAR: _bilinear_taps}
+    ``[4, len(d)]`` float32."""
+    return np.stack([-d + 2 * d * d - d ** 3, 1 - 2 * d * d + d ** 3, d + d * d - d ** 3, -d * d + d ** 3]
+                    ).astype(np.float32)
 
 
 def shear_x(img: torch.Tensor, factor: float, **kwargs: Any) -> torch.Tensor:
