@@ -43,7 +43,8 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchcodec.decoders import decode_jpeg
 from torchvision.transforms import ColorJitter, Compose, InterpolationMode
 
-from pipeline.data.augment import channel_planes, tensor_policy
+from pipeline.data.augment import tensor_policy
+from pipeline.data.image_layout import channel_planes
 
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 TORCH_MODES = ("bilinear", "bicubic")  # antialiased uint8 interpolate; PIL's filters (a = -0.5 for bicubic)

@@ -13,16 +13,9 @@ from sklearn.datasets import load_sample_images
 from timm.data import create_transform
 from timm.data.auto_augment import NAME_TO_OP, auto_augment_transform, rand_augment_transform
 
-from pipeline.data.augment import (
-    TENSOR_OPS,
-    AugmentationError,
-    TensorOp,
-    channel_planes,
-    policy_ops,
-    reference_policy,
-    tensor_policy,
-)
+from pipeline.data.augment import TENSOR_OPS, AugmentationError, TensorOp, policy_ops, reference_policy, tensor_policy
 from pipeline.data.datamodule import ShardDataModule
+from pipeline.data.image_layout import channel_planes
 from pipeline.data.sharding import write_shards
 from pipeline.data.sources import get_source
 from pipeline.data.transforms import fast_transform

@@ -12,7 +12,7 @@ import pytest
 import torch
 from timm.data.auto_augment import _posterize_level_to_arg, _solarize_level_to_arg, auto_augment_policy_v0
 
-from pipeline.data.augment import invert, posterize, solarize, solarize_add
+from pipeline.data.augment_colour import invert, posterize, solarize, solarize_add
 from pipeline.data.dali import MISSING, DaliAugment, dali_augment, tf_posterize_mask, tf_solarize_threshold
 from pipeline.data.datamodule import ShardDataModule
 from pipeline.data.sharding import write_shards
