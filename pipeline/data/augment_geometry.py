@@ -110,18 +110,20 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
         v = torch.from_numpy(values)
         return v[:, None, None] if axis == 1 else v[None, :, None].expand(-1, -1, channels).contiguous()
 
-    if resample == Image.Resampling.BILINEAR:  # with Pillow's d of each pixel: its rounding varies along a line
+    if not (shift - whole).any():  # whole-pixel shifts (and a shear by 0): each pixel is the window's second tap
+        result = np.ascontiguousarray(taps[1].numpy())
+    elif resample == Image.Resampling.BILINEAR:  # with Pillow's d of each pixel: its rounding varies along a line
         source = (np.arange(size) + 0.5) + shift[:, None] - 0.5
         frac = torch.from_numpy(source - np.floor(source))
         a = taps[1].double()
         out = taps[2].double().sub_(a).mul_((frac if axis == 1 else frac.T)[:, :, None]).add_(a)
+        result = to_uint8(out.clamp_(0, 255)).numpy()
     else:
         weights = _bicubic_taps(shift - whole)
         out = taps[0].float().mul_(per_line(weights[0]))
         for t in range(1, 4):
             out.addcmul_(taps[t].float(), per_line(weights[t]))
-        out.add_(1e-3)
-    result = to_uint8(out.clamp_(0, 255)).numpy()
+        result = to_uint8(out.add_(1e-3).clamp_(0, 255)).numpy()
     position = np.arange(size)  # inside: 0 ≤ p + ½ + shift < size
     lo, hi = np.ceil(-shift - 0.5).astype(np.int64), np.ceil(size - shift - 0.5).astype(np.int64)
     outside = (position < lo[:, None]) | (position >= hi[:, None])
