@@ -137,11 +137,9 @@ def test_transfer_sweep_fine_tunes_each_point_resumes_and_reports(rerun: tuple[P
                              "--out", str(tmp_path / "c100"), "--holdout", "180"],
                             cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert shards.returncode == 0, shards.stderr[-2000:]
-    # precise BN on 512 train images, not all 1,257 before each evaluation (φ = 2: 76 s → 60 s a fine-tune)
     command = [sys.executable, "-m", "pipeline.cli", "sweep", "transfer", "--from", str(root / "k"), "--dataset",
                "cifar100", "--config", str(REPO / "configs" / "transfer" / "cifar100.yaml"), "--data-root",
-               str(tmp_path / "c100"), "--", "--run.root", str(root), *ONE_PROCESS, *TINY_SCHEDULE,
-               "--run.precise_bn_samples", "512"]
+               str(tmp_path / "c100"), "--", "--run.root", str(root), *ONE_PROCESS, *TINY_SCHEDULE]
     sweep_dir = root / "transfer-cifar100-k"
     names = [f"compound-phi{i}-cifar100" for i in range(3)]
     # killed once the first fine-tune saved its first epoch (last.ckpt), before it finished
