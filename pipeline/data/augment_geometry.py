@@ -32,28 +32,38 @@ def _affine(img: torch.Tensor, matrix: tuple[float, ...], fillcolor: tuple[int, 
 
     ``resample`` a sequence: one drawn with ``random.choice``, as timm's ops do.
     """
-    if isinstance(resample, (list, tuple)):
-        resample = random.choice(resample)
+    resample = _draw_filter(resample)
     image = hwc(img)
     h, w, channels = image.shape
     a, b, c, d, e, f = matrix
     # warpAffine maps output pixel indices to input ones: Pillow's pixel-centre map shifted by half a pixel
     to_source = np.array([[a, b, c + (a + b) / 2 - 0.5], [d, e, f + (d + e) / 2 - 0.5]])
-    out = cv2.warpAffine(image, to_source, (w, h), flags=_CV_MODES[Image.Resampling(resample)] | cv2.WARP_INVERSE_MAP,
+    out = cv2.warpAffine(image, to_source, (w, h), flags=_CV_MODES[resample] | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_REPLICATE).reshape(h, w, channels)
     # Pillow's fill test (the source point of the pixel centre outside [0, w) × [0, h)) is a nearest-neighbour
     # warp's in-range test: round(x − ½) ∈ [0, w − 1] ⇔ x ∈ [0, w), here in OpenCV's 1/1024 px fixed point
     outside = cv2.warpAffine(_zeros(h, w), to_source, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=255)
-    fill = tuple(np.broadcast_to(np.asarray(fillcolor, np.uint8), (channels,)).tolist())
-    cv2.copyTo(_constant(h, w, fill), outside, out)
-    return from_hwc(out)
+    return _filled(out, outside, fillcolor)
 
 
 @functools.lru_cache(maxsize=8)
 def _zeros(h: int, w: int) -> np.ndarray:
     """A black ``[h, w]`` uint8 plane (cached: read-only use)."""
     return np.zeros((h, w), np.uint8)
+
+
+def _filled(out: np.ndarray, outside: np.ndarray, fillcolor: tuple[int, ...] | int) -> torch.Tensor:
+    """``out`` (``[h, w, C]``) with ``fillcolor`` where the uint8 mask ``outside`` is set, as a ``[C, h, w]`` tensor."""
+    h, w, channels = out.shape
+    fill = tuple(np.broadcast_to(np.asarray(fillcolor, np.uint8), (channels,)).tolist())
+    cv2.copyTo(_constant(h, w, fill), outside, out)
+    return from_hwc(out)
+
+
+def _draw_filter(resample: Any) -> Image.Resampling:
+    """timm's filter argument: a sequence is drawn from with ``random.choice`` (before Pillow runs the op)."""
+    return Image.Resampling(random.choice(resample) if isinstance(resample, (list, tuple)) else resample)
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,9 +88,7 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
     double lands just below a whole value and truncates to one less). ``resample`` a sequence: one drawn with
     ``random.choice``, as timm's ops do.
     """
-    if isinstance(resample, (list, tuple)):
-        resample = random.choice(resample)
-    resample = Image.Resampling(resample)
+    resample = _draw_filter(resample)
     if resample not in (Image.Resampling.BICUBIC, Image.Resampling.BILINEAR):
         return _affine(img, (1, factor, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, factor, 1, offset), fillcolor,
                        resample)
@@ -127,9 +135,7 @@ def _shift_lines(img: torch.Tensor, axis: int, factor: float, offset: float, fil
     position = np.arange(size)  # inside: 0 ≤ p + ½ + shift < size
     lo, hi = np.ceil(-shift - 0.5).astype(np.int64), np.ceil(size - shift - 0.5).astype(np.int64)
     outside = (position < lo[:, None]) | (position >= hi[:, None])
-    fill = tuple(np.broadcast_to(np.asarray(fillcolor, np.uint8), (channels,)).tolist())
-    cv2.copyTo(_constant(h, w, fill), np.ascontiguousarray(outside if axis == 1 else outside.T).view(np.uint8), result)
-    return from_hwc(result)
+    return _filled(result, np.ascontiguousarray(outside if axis == 1 else outside.T).view(np.uint8), fillcolor)
 
 
 def _bicubic_taps(d: np.ndarray) -> np.ndarray:
@@ -172,8 +178,7 @@ def translate_y_rel(img: torch.Tensor, pct: float, **kwargs: Any) -> torch.Tenso
 def rotate(img: torch.Tensor, degrees: float, **kwargs: Any) -> torch.Tensor:
     """Pillow's ``rotate(degrees)`` about the centre, same size (a multiple of 360°: the image itself)."""
     if degrees % 360 == 0:
-        if isinstance(kwargs.get("resample"), (list, tuple)):
-            random.choice(kwargs["resample"])  # timm draws the filter before Pillow returns the copy
+        _draw_filter(kwargs.get("resample", Image.Resampling.BICUBIC))  # timm draws it before Pillow returns the copy
         return img
     angle = -math.radians(degrees)
     cos, sin = round(math.cos(angle), 15), round(math.sin(angle), 15)
