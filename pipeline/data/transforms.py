@@ -129,7 +129,8 @@ def _size(img: Image.Image | torch.Tensor) -> tuple[int, int]:
 def crop_resize(img: Image.Image | torch.Tensor, box: Box, out: tuple[int, int], mode: str) -> torch.Tensor:
     """``box`` of ``img`` (PIL RGB or HWC uint8) resized to ``out`` (w, h) as uint8 ``[3, h, w]``, antialiased.
 
-    The result keeps channels-last strides (its memory is h × w × 3), the layout the augmentation ops work in.
+    The result keeps the memory layout ``interpolate`` returns (channel planes, or h × w × 3 for some sizes):
+    the augmentation ops take either, and :class:`FastTransform` hands the loader contiguous planes.
     """
     left, top, bw, bh = box
     if mode not in TORCH_MODES:
